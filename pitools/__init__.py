@@ -1,0 +1,16 @@
+"""pitools: trading-strategy research on a Raspberry Pi.
+
+>>> import pitools as pt
+>>> pt.make_demo_store("/tmp/pt-demo", n_symbols=20, years=2)    # doctest: +SKIP
+>>> panel = pt.load_panel("/tmp/pt-demo", memory_budget_mb=500)  # doctest: +SKIP
+"""
+
+from .data import Panel, Store, estimate_panel, load_panel, load_series, make_demo_store
+from .errors import ConfigError, DataError, IngestError, MemoryBudgetError, PitoolsError, StoreError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError", "DataError", "IngestError", "MemoryBudgetError", "Panel", "PitoolsError", "Store",
+    "StoreError", "estimate_panel", "load_panel", "load_series", "make_demo_store",
+]

@@ -1,0 +1,236 @@
+"""Run profiles: ``params/profiles.yaml`` → frozen, validated :class:`Profile`.
+
+A profile holds the knobs of a run (how many symbols and years, workers, population,
+generations, the memory budget, the data directory). Profiles may ``extends:`` another.
+Every value is checked against :data:`FIELDS`; an unknown key or a bad value is a
+:class:`~pitools.errors.ConfigError` that names the profile, the key, the value and what
+is allowed. ``--set KEY=VALUE`` overrides go through exactly the same checks.
+
+Example
+-------
+>>> from pitools.config import load_profile
+>>> p = load_profile("ci", overrides=["max_symbols=10"])   # doctest: +SKIP
+>>> p.max_symbols                                           # doctest: +SKIP
+10
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, did_you_mean
+
+__all__ = ["Profile", "FIELDS", "load_profile", "profile_names", "project_root", "parse_override"]
+
+PROFILES_FILE = Path("params") / "profiles.yaml"
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    help: str = ""
+
+    def allowed(self) -> str:
+        kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[self.kind]
+        if self.low is not None and self.high is not None:
+            return f"{kind} from {self.low:g} to {self.high:g}"
+        return kind
+
+
+# The knobs of the old system plus what pitools adds. Ranges are what makes sense on a
+# Pi-sized box up to a small cluster; widen them here, nowhere else.
+FIELDS: dict[str, FieldSpec] = {
+    "data_dir": FieldSpec(str, help="directory for the store, trades.db, optimizer state, numba cache"),
+    "max_symbols": FieldSpec(int, 1, 100_000, "most symbols a run loads"),
+    "max_years": FieldSpec(int, 1, 100, "most years of history a run loads"),
+    "n_workers": FieldSpec(int, 1, 256, "processes in the fitness map"),
+    "population_size": FieldSpec(int, 2, 100_000, "candidates per generation"),
+    "generations": FieldSpec(int, 1, 100_000, "generations per night"),
+    "sleep_between_evals": FieldSpec(float, 0.0, 60.0, "seconds a worker pauses between evaluations (thermal throttle)"),
+    "memory_budget_mb": FieldSpec(int, 64, 1_048_576, "MB the panel of a run may take"),
+    "seed": FieldSpec(int, 0, 2**32 - 1, "seed of every random choice of a run"),
+    "demo_symbols": FieldSpec(int, 1, 100_000, "symbols in the demo universe that `make run` builds"),
+    "demo_years": FieldSpec(int, 1, 60, "years of the demo universe that `make run` builds"),
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One validated run profile (see ``params/profiles.yaml``)."""
+
+    name: str
+    data_dir: Path
+    max_symbols: int
+    max_years: int
+    n_workers: int
+    population_size: int
+    generations: int
+    sleep_between_evals: float
+    memory_budget_mb: int
+    seed: int
+    demo_symbols: int
+    demo_years: int
+
+    @property
+    def store_dir(self) -> Path:
+        """The parquet bar store inside the data directory."""
+        return self.data_dir / "store"
+
+    def replace(self, **changes: Any) -> "Profile":
+        """A copy with `changes` applied and validated like the file."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "name"}
+        values["data_dir"] = str(values["data_dir"])
+        for key, value in changes.items():
+            values[key] = _check_value(self.name, key, value)
+        return _build(self.name, values, Path("/"))
+
+
+def project_root() -> Path:
+    """The folder holding ``params/profiles.yaml``.
+
+    ``$PITOOLS_HOME`` wins; otherwise the first parent of the working directory that has
+    one; otherwise the checkout this package was installed from (editable install).
+    """
+    env = os.environ.get("PITOOLS_HOME")
+    if env:
+        return Path(env).expanduser().resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / PROFILES_FILE).is_file():
+            return folder
+    return Path(__file__).resolve().parents[1]
+
+
+def _profiles_path(path: str | os.PathLike | None) -> Path:
+    p = Path(path) if path is not None else project_root() / PROFILES_FILE
+    if not p.is_file():
+        raise ConfigError(f"profiles file {str(p)!r} does not exist; pass `path=` or set $PITOOLS_HOME "
+                          "to the pitools checkout that holds params/profiles.yaml")
+    return p
+
+
+def _read_profiles(path: Path) -> dict[str, dict]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{str(path)!r} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("profiles"), dict):
+        raise ConfigError(f"{str(path)!r} must hold a mapping `profiles:` of name → settings")
+    profiles = raw["profiles"]
+    for name, body in profiles.items():
+        if not isinstance(body, dict):
+            raise ConfigError(f"profile {name!r} in {str(path)!r} must be a mapping of settings, got {body!r}")
+    return profiles
+
+
+def profile_names(path: str | os.PathLike | None = None) -> list[str]:
+    """Names of the profiles in the profiles file."""
+    return list(_read_profiles(_profiles_path(path)))
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """Split one ``KEY=VALUE`` of ``--set``."""
+    key, sep, value = str(text).partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"`--set` expects KEY=VALUE, got {text!r} (for example --set max_symbols=500)")
+    return key, value.strip()
+
+
+def _check_key(profile: str, key: str) -> FieldSpec:
+    spec = FIELDS.get(key)
+    if spec is None:
+        raise ConfigError(f"profile {profile!r}: unknown key {key!r}.{did_you_mean(key, FIELDS)} "
+                          f"Allowed keys: {', '.join(FIELDS)}")
+    return spec
+
+
+def _check_value(profile: str, key: str, value: Any) -> Any:
+    spec = _check_key(profile, key)
+    where = f"profile {profile!r}: `{key}` = {value!r}"
+    if isinstance(value, str) and spec.kind is not str:
+        text = value.strip()
+        try:
+            value = yaml.safe_load(text) if text else None
+        except yaml.YAMLError:
+            raise ConfigError(f"{where} is not {spec.allowed()}") from None
+    if spec.kind is str:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{where} must be a non-empty string ({spec.help})")
+        return value
+    if spec.kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false ({spec.help})")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} must be {spec.allowed()} ({spec.help})")
+    if spec.kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{where} must be {spec.allowed()} ({spec.help})")
+        value = int(value)
+    else:
+        value = float(value)
+        if value != value:  # NaN
+            raise ConfigError(f"{where} must be {spec.allowed()} ({spec.help})")
+    if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
+        raise ConfigError(f"{where} is out of range: must be {spec.allowed()} ({spec.help})")
+    return value
+
+
+def _resolve(name: str, profiles: dict[str, dict], seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    if name not in profiles:
+        raise ConfigError(f"unknown profile {name!r}.{did_you_mean(name, profiles)} "
+                          f"Profiles: {', '.join(profiles)}")
+    if name in seen:
+        raise ConfigError(f"profile {name!r}: `extends` loops through {' → '.join(seen + (name,))}")
+    body = dict(profiles[name])
+    parent = body.pop("extends", None)
+    values: dict[str, Any] = {}
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise ConfigError(f"profile {name!r}: `extends` = {parent!r} must be a profile name")
+        values.update(_resolve(parent, profiles, seen + (name,)))
+    for key, value in body.items():
+        values[key] = _check_value(name, str(key), value)
+    return values
+
+
+def _build(name: str, values: dict[str, Any], root: Path) -> Profile:
+    missing = [k for k in FIELDS if k not in values]
+    if missing:
+        raise ConfigError(f"profile {name!r} lacks {', '.join(f'`{k}`' for k in missing)}; "
+                          "set them in the profile or in a profile it `extends`")
+    data_dir = Path(os.path.expanduser(values["data_dir"]))
+    if not data_dir.is_absolute():
+        data_dir = root / data_dir
+    return Profile(name=name, **{**values, "data_dir": data_dir})
+
+
+def load_profile(name: str = "demo", overrides: list[str] | dict[str, Any] | None = None,
+                 path: str | os.PathLike | None = None) -> Profile:
+    """Load profile `name` from ``params/profiles.yaml``, apply `overrides`, validate.
+
+    Parameters
+    ----------
+    name : str
+        A profile of the file (``demo``, ``ci``, ``pi_safe``, ``pi_full``, …).
+    overrides : list of ``"KEY=VALUE"`` or dict, optional
+        Per-run changes (the CLI's ``--set``), checked exactly like the file.
+    path : path, optional
+        Another profiles file. Relative ``data_dir`` values are relative to the folder
+        that holds ``params/``.
+    """
+    file = _profiles_path(path)
+    values = _resolve(name, _read_profiles(file))
+    items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides or [])
+    for key, value in items:
+        values[key] = _check_value(name, key, value)
+    return _build(name, values, file.parent.parent)

@@ -1,0 +1,56 @@
+"""The pitools error hierarchy.
+
+Every error raised on purpose derives from :class:`PitoolsError`, and also from the
+builtin that fits it, so ``except ValueError`` keeps working for callers who do not know
+pitools. Messages name the argument in backticks, show the value with ``!r``, say what is
+allowed and how to fix it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "PitoolsError",
+    "ConfigError",
+    "DataError",
+    "StoreError",
+    "IngestError",
+    "MemoryBudgetError",
+    "did_you_mean",
+]
+
+
+class PitoolsError(Exception):
+    """Root of every error pitools raises on purpose."""
+
+
+class ConfigError(PitoolsError, ValueError):
+    """A profile, parameter file or ``--set`` override is invalid."""
+
+
+class DataError(PitoolsError, ValueError):
+    """A request for data cannot be met (unknown symbol, empty range, bad field)."""
+
+
+class StoreError(PitoolsError, RuntimeError):
+    """The bar store is missing, locked or damaged."""
+
+
+class IngestError(PitoolsError, ValueError):
+    """Nothing usable could be imported."""
+
+
+class MemoryBudgetError(PitoolsError, MemoryError):
+    """A request would exceed the memory budget; raised before anything is allocated."""
+
+
+def did_you_mean(value: str, choices: Iterable[str], n: int = 3) -> str:
+    """Return ``" Did you mean 'x'?"`` for close matches of `value`, or ``""``."""
+    matches = difflib.get_close_matches(str(value), [str(c) for c in choices], n=n, cutoff=0.6)
+    if not matches:
+        return ""
+    if len(matches) == 1:
+        return f" Did you mean {matches[0]!r}?"
+    return " Did you mean one of " + ", ".join(repr(m) for m in matches) + "?"
