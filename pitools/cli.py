@@ -1,0 +1,180 @@
+"""The ``pitools`` command (also ``python -m pitools``).
+
+Exit codes: 0 ok, 1 the work failed, 2 bad usage or bad input (the message names the
+field, the value and what is allowed). User errors print one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from .errors import PitoolsError
+
+__all__ = ["main"]
+
+log = logging.getLogger("pitools")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+
+def _add_profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", default="demo", help="run profile from params/profiles.yaml (default: demo)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one profile field for this run (repeatable), e.g. --set max_symbols=500")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pitools", description="Trading-strategy research on a Raspberry Pi.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo-data", help="write a deterministic synthetic universe into a store")
+    _add_profile(p)
+    p.add_argument("--symbols", type=int, help="equity symbols (default: the profile's demo_symbols)")
+    p.add_argument("--years", type=int, help="years of history (default: the profile's demo_years)")
+    p.add_argument("--seed", type=int, help="random seed (default: the profile's seed)")
+    p.add_argument("--end", help="last session YYYY-MM-DD (default: the last closed NYSE session)")
+    p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
+    p.add_argument("--force", action="store_true", help="replace an existing store")
+    p.add_argument("--if-missing", action="store_true", help="do nothing when a store already exists")
+    p.set_defaults(func=_cmd_demo_data)
+
+    p = sub.add_parser("ingest", help="import CSV/parquet bar files; bad files are quarantined and reported")
+    _add_profile(p)
+    p.add_argument("sources", nargs="+", metavar="SRC", help="files or folders of bars")
+    p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
+    p.add_argument("--format", dest="fmt", default="auto", help="auto | yahoo | stooq | parquet (default: auto)")
+    p.add_argument("--quarantine", type=Path, help="folder for bad files and rows "
+                   "(default: <data_dir>/quarantine/<timestamp>)")
+    p.add_argument("--no-adjust", dest="adjust", action="store_false",
+                   help="keep raw prices even when an Adj Close column is present")
+    p.set_defaults(func=_cmd_ingest)
+
+    p = sub.add_parser("summary", help="load the profile's universe and print a short summary")
+    _add_profile(p)
+    p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
+    p.set_defaults(func=_cmd_summary)
+    return parser
+
+
+def _profile(args):
+    from .config import load_profile
+
+    return load_profile(args.profile, overrides=args.overrides)
+
+
+def _store_dir(args, profile) -> Path:
+    return args.store if args.store is not None else profile.store_dir
+
+
+def _cmd_demo_data(args) -> int:
+    from .data import Store, make_demo_store
+    from .progress import reporter
+
+    profile = _profile(args)
+    store = _store_dir(args, profile)
+    if args.if_missing and Store.exists(store):
+        s = Store.open(store)
+        print(f"store exists: {store} ({len(s.symbols())} symbols, {s.first_date.date()}..{s.last_date.date()}); "
+              "left as it is")
+        return EXIT_OK
+    n = args.symbols if args.symbols is not None else profile.demo_symbols
+    years = args.years if args.years is not None else profile.demo_years
+    seed = args.seed if args.seed is not None else profile.seed
+    t0 = time.perf_counter()
+    s = make_demo_store(store, n_symbols=n, years=years, seed=seed, end=args.end, force=args.force,
+                        progress=reporter("demo-data", unit="symbols"))
+    print(f"demo store: {store} — {len(s.symbols())} symbols + {len(s.symbols('index'))} index series, "
+          f"{len(s.dates())} sessions {s.first_date.date()}..{s.last_date.date()}, {s.n_rows:,} rows, "
+          f"seed {seed}, {time.perf_counter() - t0:.1f} s")
+    return EXIT_OK
+
+
+def _cmd_ingest(args) -> int:
+    from .data.ingest import ingest
+    from .progress import reporter
+
+    profile = _profile(args)
+    store = _store_dir(args, profile)
+    quarantine = args.quarantine
+    if quarantine is None:
+        quarantine = profile.data_dir / "quarantine" / time.strftime("%Y%m%dT%H%M%S")
+    report = ingest(args.sources, store, fmt=args.fmt, quarantine=quarantine, adjust=args.adjust,
+                    progress=reporter("ingest", unit="files"))
+    print(report.summary())
+    if not report.ok:
+        print("pitools: error: nothing usable was imported; see the reasons above", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _cmd_summary(args) -> int:
+    from .data import Store, load_panel
+    from .data.panel import select_universe
+    from .memory import format_mb, peak_rss_bytes
+
+    profile = _profile(args)
+    store_dir = _store_dir(args, profile)
+    store = Store.open(store_dir)
+    symbols, start = select_universe(store, profile.max_symbols, profile.max_years)
+    t0 = time.perf_counter()
+    panel = load_panel(store, symbols=symbols, start=start, memory_budget_mb=profile.memory_budget_mb)
+    took = time.perf_counter() - t0
+    est = panel.meta["estimate"]
+    close = panel.close
+    import numpy as np
+
+    coverage = float(np.isfinite(close).mean()) if close.size else 0.0
+    first_idx = np.argmax(np.isfinite(close), axis=0)
+    last_idx = close.shape[0] - 1 - np.argmax(np.isfinite(close[::-1]), axis=0)
+    cols = np.arange(close.shape[1])
+    growth = close[last_idx, cols].astype(float) / close[first_idx, cols].astype(float) - 1.0
+    order = np.argsort(growth)
+    print(f"pitools summary — profile {profile.name!r}, store {store_dir}")
+    print(f"  store   : {len(store.symbols())} equities + {len(store.symbols('index'))} index series, "
+          f"{store.n_rows:,} rows, {store.first_date.date()}..{store.last_date.date()}")
+    print(f"  panel   : {panel.n_symbols} symbols × {panel.n_bars} sessions "
+          f"({panel.dates[0].date()}..{panel.dates[-1].date()}), {', '.join(panel.fields)}")
+    print(f"  memory  : {format_mb(panel.nbytes)} held (estimated {format_mb(est.panel_bytes)} before loading; "
+          f"budget {profile.memory_budget_mb} MB), peak RSS {format_mb(peak_rss_bytes())}")
+    print(f"  loaded  : in {took:.2f} s; {coverage:.1%} of symbol-sessions have a bar")
+    best = ", ".join(f"{panel.symbols[i]} {growth[i]:+.0%}" for i in order[::-1][:3])
+    worst = ", ".join(f"{panel.symbols[i]} {growth[i]:+.0%}" for i in order[:3])
+    print(f"  best    : {best}")
+    print(f"  worst   : {worst}")
+    for name in ("^GSPC", "^VIX"):
+        if name in store.symbols("index"):
+            from .data import load_series
+
+            s = load_series(store, name, start=start)
+            print(f"  {name:<8}: {s.iloc[-1]:,.2f} on {s.index[-1].date()} "
+                  f"({s.iloc[-1] / s.iloc[0] - 1:+.1%} over the window)")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pitools`` console script."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except PitoolsError as exc:
+        print(f"pitools {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"pitools {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

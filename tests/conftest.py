@@ -1,0 +1,41 @@
+"""Shared fixtures: small real demo stores built once per test session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+END = "2026-11-20"  # a fixed last session, so fixtures do not change from day to day
+
+
+@pytest.fixture(scope="session")
+def demo_store(tmp_path_factory) -> Path:
+    """24 symbols × 3 years of the demo universe (plus ^GSPC, ^VIX)."""
+    import pitools as pt
+
+    path = tmp_path_factory.mktemp("demo") / "store"
+    pt.make_demo_store(path, n_symbols=24, years=3, seed=11, end=END)
+    return path
+
+
+@pytest.fixture(scope="session")
+def long_store(tmp_path_factory) -> Path:
+    """60 symbols × 25 years: long enough for ragged histories and many regimes."""
+    import pitools as pt
+
+    path = tmp_path_factory.mktemp("long") / "store"
+    pt.make_demo_store(path, n_symbols=60, years=25, seed=3, end=END)
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None):
+    """Run ``python -m pitools ARGS`` as a person would; returns CompletedProcess."""
+    import subprocess
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "pitools", *args], cwd=cwd or ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=300)
