@@ -88,5 +88,18 @@ def test_makefile_installs_with_the_lock_as_constraints():
 
 def test_generated_paths_are_ignored_by_git():
     ignored = (ROOT / ".gitignore").read_text().split()
-    for path in (".venv/", "data/", "outputs/*"):
+    for path in ("/.venv/", "/data/", "/outputs/*"):
         assert path in ignored
+
+
+def test_no_source_file_is_ignored_by_git():
+    """A too-wide ignore rule (`data/` once hid pitools/data/) must never hide code."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        return
+    sources = [str(p.relative_to(ROOT)) for p in (ROOT / "pitools").rglob("*.py")]
+    sources += [str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("*.py")]
+    r = subprocess.run(["git", "check-ignore", "--no-index", *sources], cwd=ROOT, capture_output=True, text=True)
+    assert r.stdout.strip() == "", f"ignored by .gitignore: {r.stdout.split()}"
