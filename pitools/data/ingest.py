@@ -14,6 +14,9 @@ Formats (``fmt``):
   (dates ``YYYYMMDD``, tickers like ``AAPL.US``).
 * ``parquet`` — long bars with ``date, open, high, low, close[, volume][, symbol]``.
 * ``auto``   — by extension and header.
+
+When two files of one ingest hold the same (symbol, date), the later file (in path order)
+wins, as a re-ingest of a newer download would.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import pandas as pd
 from ..errors import DataError, IngestError, did_you_mean
 from .atomic import write_text_atomic
 from .store import Store
-from .validate import check_bars
+from .validate import MISSING_TOKENS, check_bars
 
 __all__ = ["ingest", "IngestReport", "FileOutcome", "FORMATS"]
 
@@ -49,7 +52,7 @@ _ALIASES = {
     "date": "date", "datetime": "date", "timestamp": "date", "day": "date",
     "open": "open", "high": "high", "low": "low", "close": "close",
     "adjclose": "adj_close", "volume": "volume", "vol": "volume",
-    "ticker": "symbol", "symbol": "symbol",
+    "ticker": "symbol", "symbol": "symbol", "per": "period",
 }
 
 
@@ -120,14 +123,18 @@ class _FileRejected(Exception):
     """A whole file cannot be used; the message says why."""
 
 
-def _expand(sources: Iterable[str | os.PathLike]) -> tuple[list[Path], list[str]]:
+def _expand(sources: Iterable[str | os.PathLike], skip: Path) -> tuple[list[Path], list[str]]:
+    """Files to read; `skip` (the quarantine folder) is never read back in."""
     files, ignored = [], []
+    skip = skip.resolve()
     for src in sources:
         p = Path(src)
         if not p.exists():
             raise IngestError(f"`SRC` {str(src)!r} does not exist (give files or folders of .csv/.txt/.parquet bars)")
         if p.is_dir():
             for child in sorted(p.rglob("*")):
+                if skip in child.resolve().parents:
+                    continue
                 if child.is_file() and not child.name.startswith("."):
                     if child.suffix.lower() in CSV_SUFFIXES | PARQUET_SUFFIXES:
                         files.append(child)
@@ -144,6 +151,12 @@ def _symbol_from_name(path: Path) -> str:
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
     return _normalise_symbol(name)
+
+
+def _is_missing(value) -> bool:
+    if value is None or (isinstance(value, float) and value != value):
+        return True
+    return isinstance(value, str) and value.strip().lower() in MISSING_TOKENS
 
 
 def _normalise_symbol(text: str) -> str:
@@ -169,10 +182,13 @@ def _read(path: Path, fmt: str) -> tuple[pd.DataFrame, str | None, str]:
     if is_parquet:
         try:
             frame = pd.read_parquet(path)
+            if isinstance(frame.index, pd.DatetimeIndex) or str(frame.index.name).lower() in ("date", "datetime"):
+                frame = frame.reset_index()  # df.to_parquet() of a date-indexed frame
         except Exception as exc:  # pyarrow raises many types for a damaged file
             raise _FileRejected(f"unreadable parquet file ({type(exc).__name__}: {str(exc)[:120]})") from None
         detected = "parquet"
     else:
+        _reject_binary(path)
         try:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
                                 compression="infer", encoding_errors="strict")
@@ -193,6 +209,20 @@ def _read(path: Path, fmt: str) -> tuple[pd.DataFrame, str | None, str]:
     return frame, date_format, detected
 
 
+def _reject_binary(path: Path) -> None:
+    """A CSV reader happily turns binary junk into one odd column; say what it is instead."""
+    import gzip
+
+    try:
+        opener = gzip.open if path.suffix.lower() == ".gz" else open
+        with opener(path, "rb") as fh:
+            head = fh.read(8192)
+    except (OSError, EOFError) as exc:
+        raise _FileRejected(f"unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
+    if b"\0" in head:
+        raise _FileRejected("unreadable: binary data, not a text CSV file")
+
+
 def _looks_compact(frame: pd.DataFrame) -> bool:
     if "date" not in frame.columns or frame.empty:
         return False
@@ -209,19 +239,20 @@ def _prepare(path: Path, fmt: str) -> tuple[pd.DataFrame, str | None, list[str]]
                             f"need Date, Open, High, Low, Close[, Volume])")
     if frame.empty:
         raise _FileRejected("no rows (header only)")
+    if "period" in frame.columns:
+        periods = sorted(set(frame["period"].astype(str).str.strip().str.upper()) - {"D"})
+        if periods:
+            raise _FileRejected(f"not daily bars: <PER> = {periods[0]!r} (download the daily 'D' files)")
     if "symbol" in frame.columns:
-        frame["symbol"] = frame["symbol"].map(_normalise_symbol)
+        # A row without a symbol is rejected row by row in check_bars ("missing symbol").
+        frame["symbol"] = frame["symbol"].map(lambda v: "" if _is_missing(v) else _normalise_symbol(v))
     else:
         frame["symbol"] = _symbol_from_name(path)
-    bad_syms = sorted({s for s in frame["symbol"].unique() if not _SYMBOL_RE.match(s)})
+    bad_syms = sorted({s for s in frame["symbol"].unique() if s and not _SYMBOL_RE.match(s)})
     if bad_syms:
         raise _FileRejected(f"cannot use symbol(s) {bad_syms[:3]!r} (from the file name or ticker column): "
                             "use letters, digits, '.', '-', '^' (e.g. AAPL.csv, ^GSPC.csv)")
-    prices = frame[["open", "high", "low", "close"]]
-    if pd.api.types.is_object_dtype(prices.dtypes.iloc[0]) or pd.api.types.is_string_dtype(prices.dtypes.iloc[0]):
-        blank = prices.apply(lambda c: c.astype("string").str.strip().str.lower().isin({"", "null", "nan", "na", "none"}))
-    else:
-        blank = prices.isna()
+    blank = frame[["open", "high", "low", "close"]].map(_is_missing)
     if bool(blank.to_numpy().all()):
         raise _FileRejected("all prices are missing (all-NaN file)")
     return frame, date_format, [f"read as {detected}"] if fmt == "auto" else []
@@ -259,14 +290,14 @@ def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str 
                         f"Allowed: {', '.join(FORMATS)}")
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
-    files, ignored = _expand(sources)
+    store_root = Path(store)
+    qdir = Path(quarantine) if quarantine is not None else (
+        store_root.parent / "quarantine" / datetime.now().strftime("%Y%m%dT%H%M%S"))
+    files, ignored = _expand(sources, skip=qdir)
     if not files:
         raise IngestError(f"no bar files found in {', '.join(map(str, sources))} "
                           "(looked for .csv, .txt, .gz, .parquet)")
-    store_root = Path(store)
     calendar = Store.open(store_root).calendar if Store.exists(store_root) else "XNYS"
-    qdir = Path(quarantine) if quarantine is not None else (
-        store_root.parent / "quarantine" / datetime.now().strftime("%Y%m%dT%H%M%S"))
     outcomes: list[FileOutcome] = []
     pending: list[pd.DataFrame] = []
     pending_rows = 0
@@ -312,7 +343,7 @@ def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str 
             used_quarantine = True
             _quarantine_file(qdir, path, str(exc))
         outcomes.append(outcome)
-        log.info("%s", outcome.line().strip())
+        log.debug("%s", outcome.line().strip())
         if pending_rows >= _BATCH_ROWS:
             flush()
         if progress is not None:

@@ -496,6 +496,11 @@ class StoreWriter:
         incoming["_day"] = _days(incoming["date"].to_numpy())
         incoming["_year"] = pd.to_datetime(incoming["date"]).dt.year.to_numpy()
         counts = {"new": 0, "replaced": 0}
+        # Within the frame too, a later row for the same (symbol, date) replaces an earlier one.
+        dup = incoming.duplicated(["symbol", "_day"], keep="last")
+        if dup.any():
+            counts["replaced"] += int(dup.sum())
+            incoming = incoming[~dup]
         for year, chunk in incoming.groupby("_year", sort=True):
             year = int(year)
             if year in self._builders:

@@ -126,10 +126,13 @@ def check_bars(raw: pd.DataFrame, calendar: str = "XNYS", date_format: str | Non
     _set(reasons, hi < lo, "high < low")
     for f in ("open", "close"):
         _set(reasons, (prices[f] > hi + tol) | (prices[f] < lo - tol), f"`{f}` outside [low, high]")
+    _set(reasons, raw["symbol"].astype(str).str.len() == 0, "missing symbol")
+    today = pd.Timestamp.now(tz="America/New_York").tz_localize(None).normalize()
+    _set(reasons, dates > today, f"date in the future: after {today.date()}")
     ok = reasons.isna()
     if ok.any():
         off = ~pd.Series(is_session(dates[ok].to_numpy(), calendar), index=dates[ok].index)
-        _set(reasons, off.reindex(raw.index, fill_value=False), f"not a {calendar} session (weekend or holiday)")
+        _set(reasons, off.reindex(raw.index, fill_value=False), f"not a session of the {calendar} calendar (weekend or holiday)")
 
     frame = pd.DataFrame({"symbol": raw["symbol"].astype(str), "date": dates, **prices, "volume": volume})
     # Duplicates among otherwise good rows: identical copies keep the first, conflicting
