@@ -162,6 +162,8 @@ def _check_value(profile: str, key: str, value: Any) -> Any:
             value = yaml.safe_load(text) if text else None
         except yaml.YAMLError:
             raise ConfigError(f"{where} is not {spec.allowed()}") from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            where = f"profile {profile!r}: `{key}` = {value!r}"  # show the number, not its text
     if spec.kind is str:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{where} must be a non-empty string ({spec.help})")
