@@ -148,7 +148,7 @@ def _cmd_summary(args) -> int:
     print(f"  best    : {best}")
     print(f"  worst   : {worst}")
     for name in ("^GSPC", "^VIX"):
-        if name in store.symbols("index"):
+        if name in store.symbols("index") and store.symbol_info(name).last >= start:
             from .data import load_series
 
             s = load_series(store, name, start=start)
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except PitoolsError as exc:
         print(f"pitools {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
     except KeyboardInterrupt:
         print(f"pitools {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -90,7 +90,7 @@ class Profile:
         values["data_dir"] = str(values["data_dir"])
         for key, value in changes.items():
             values[key] = _check_value(self.name, key, value)
-        return _build(self.name, values, Path("/"))
+        return _build(self.name, values, project_root())
 
 
 def project_root() -> Path:

@@ -16,6 +16,8 @@ __all__ = [
     "ConfigError",
     "DataError",
     "StoreError",
+    "NoStoreError",
+    "StoreExistsError",
     "IngestError",
     "MemoryBudgetError",
     "did_you_mean",
@@ -23,7 +25,13 @@ __all__ = [
 
 
 class PitoolsError(Exception):
-    """Root of every error pitools raises on purpose."""
+    """Root of every error pitools raises on purpose.
+
+    ``exit_code`` is what the command line exits with: 2 for bad usage or input (the
+    default), 1 when the work itself failed.
+    """
+
+    exit_code = 2
 
 
 class ConfigError(PitoolsError, ValueError):
@@ -35,7 +43,21 @@ class DataError(PitoolsError, ValueError):
 
 
 class StoreError(PitoolsError, RuntimeError):
-    """The bar store is missing, locked or damaged."""
+    """The bar store is locked or damaged: the work cannot be done."""
+
+    exit_code = 1
+
+
+class NoStoreError(StoreError):
+    """There is no store where one was expected (a wrong path is bad input)."""
+
+    exit_code = 2
+
+
+class StoreExistsError(StoreError):
+    """A store is already where a new one would be written (bad input: use --force)."""
+
+    exit_code = 2
 
 
 class IngestError(PitoolsError, ValueError):

@@ -127,3 +127,12 @@ def test_every_field_has_a_range_or_a_type_and_help():
         assert spec.help, name
         if spec.kind in (int, float):
             assert spec.low is not None and spec.high is not None, name
+
+
+def test_replace_resolves_a_relative_data_dir_like_the_file():
+    p = load_profile("ci")
+    q = p.replace(data_dir="data2", max_symbols=3)
+    assert q.data_dir == p.data_dir.parent / "data2" or q.data_dir.name == "data2" and q.data_dir.is_absolute()
+    assert q.data_dir != Path("/data2") and q.max_symbols == 3
+    with pytest.raises(ConfigError, match="`max_symbols`"):
+        p.replace(max_symbols=0)

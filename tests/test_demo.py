@@ -115,11 +115,13 @@ def test_symbols_load_the_market_and_their_sectors(long_store):
     ({"years": 0}, "`years`"),
     ({"years": 99}, "`years`"),
     ({"seed": -1}, "`seed`"),
+    ({"end": "notadate"}, "`end` = 'notadate' is not a date"),
+    ({"end": "2999-01-04"}, "last closed NYSE session"),
 ])
 def test_bad_arguments_are_named(tmp_path, kwargs, fragment):
-    args = {"n_symbols": 3, "years": 1, "seed": 1, **kwargs}
+    args = {"n_symbols": 3, "years": 1, "seed": 1, "end": END, **kwargs}
     with pytest.raises(DataError, match=fragment):
-        pt.make_demo_store(tmp_path / "s", end=END, **args)
+        pt.make_demo_store(tmp_path / "s", **args)
     assert not (tmp_path / "s").exists()
 
 
@@ -135,4 +137,8 @@ def test_existing_store_is_refused_unless_forced(tmp_path):
     assert len(store.symbols()) == 6
     listed = {str(path / p.file) for p in store.partitions.values()}
     on_disk = {str(p) for p in (path / "bars").rglob("*.parquet")}
-    assert listed == on_disk, "files of the replaced store are removed"
+    assert listed < on_disk, "the previous generation stays for readers that opened it"
+    with store.writer() as w:
+        w.commit()
+    on_disk = {str(p) for p in (path / "bars").rglob("*.parquet")}
+    assert listed == on_disk, "files of the replaced store are removed one commit later"

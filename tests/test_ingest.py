@@ -636,3 +636,23 @@ def test_a_quarantine_folder_inside_the_source_is_not_read_back(tmp_path):
     assert (q / "AAA.csv.rejected.csv").exists() and first.files[0].rows_rejected == 1
     second = ingest(src, tmp_path / "store", quarantine=q)
     assert [Path(f.path).name for f in second.files] == ["AAA.csv"]
+
+
+def test_yfinance_csv_with_utc_offsets_across_dst(tmp_path):
+    """yfinance writes '-05:00' in winter and '-04:00' in summer: read as New York trading days."""
+    rows = [["2024-03-07 00:00:00-05:00", "10", "11", "9", "10.5", "10.5", "100"],
+            ["2024-03-08 00:00:00-05:00", "10", "11", "9", "10.6", "10.6", "100"],
+            ["2024-03-11 00:00:00-04:00", "10", "11", "9", "10.7", "10.7", "100"]]
+    write_csv(tmp_path / "YF.csv", YAHOO_HEADER, rows)
+    report = ingest(tmp_path / "YF.csv", tmp_path / "store", quarantine=tmp_path / "q")
+    assert report.files[0].status == "imported"
+    assert list(stored(tmp_path / "store")["date"].dt.strftime("%Y-%m-%d")) == ["2024-03-07", "2024-03-08", "2024-03-11"]
+
+
+def test_infinite_values_in_parquet_are_rejected(tmp_path):
+    frame = pd.DataFrame([bar_values(i) for i in range(3)]).assign(date=pd.to_datetime(SESSIONS[:3]))
+    frame.loc[1, "volume"] = float("inf")
+    frame.to_parquet(tmp_path / "INF.parquet")
+    report = ingest(tmp_path / "INF.parquet", tmp_path / "store", quarantine=tmp_path / "q")
+    assert report.files[0].reasons == {"non-finite value in `volume`": 1}
+    assert np.isfinite(stored(tmp_path / "store")["volume"]).all()

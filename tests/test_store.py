@@ -192,3 +192,37 @@ def test_subset_reads_only_the_row_groups_that_hold_it(long_store):
     table = store.read_year(year, {sym})
     assert set(table["symbol"].cast("string").to_pylist()) == {sym}
     assert table.num_rows == part.sym_rows[part.symbols.index(sym)]
+
+
+def test_a_reader_that_opened_the_store_before_a_commit_keeps_working(tmp_path):
+    root = tmp_path / "s"
+    pt.make_demo_store(root, n_symbols=6, years=1, seed=1, end=END)
+    reader = Store.open(root)
+    before = pt.load_panel(reader, fields=("close",))
+    day = reader.last_date
+    sym = reader.symbols()[0]
+    for k in range(2):
+        with Store.open(root).writer() as w:
+            w.upsert(pd.DataFrame({"symbol": [sym], "date": [day], "open": [1.0 + k], "high": [2.0 + k],
+                                   "low": [0.5], "close": [1.5 + k], "volume": [10.0]}))
+            w.commit()
+        if k == 0:  # one commit later the old files are still there for the old reader
+            again = pt.load_panel(reader, fields=("close",))
+            assert np.array_equal(again.close, before.close, equal_nan=True)
+    # two commits later they are gone: a clear message, and loading by path just works
+    with pytest.raises(StoreError, match="changed while it was read"):
+        pt.load_panel(reader, fields=("close",))
+    fresh = pt.load_panel(root, fields=("close",))
+    assert fresh.close[-1, fresh.symbols.index(sym)] == np.float32(2.5)
+
+
+def test_zoned_dates_are_stored_on_their_new_york_day_and_year(tmp_path):
+    root = tmp_path / "s"
+    stamp = pd.Timestamp("2024-12-31 20:00", tz="America/New_York")  # 2025-01-01 in UTC
+    with Store.create(root).writer() as w:
+        w.upsert(pd.DataFrame({"symbol": ["AAA"], "date": [stamp], "open": [1.0], "high": [2.0], "low": [0.5],
+                               "close": [1.5], "volume": [10.0]}))
+        w.commit()
+    store = Store.open(root)
+    assert list(store.partitions) == [2024]
+    assert store.read_frame()["date"].tolist() == [pd.Timestamp("2024-12-31")]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, StoreError
+from ..errors import DataError, StoreExistsError
 from .calendar import last_closed_session, sessions
 from .store import _EPOCH, FIELDS, Store
 
@@ -252,9 +252,19 @@ def make_demo_store(path: str | os.PathLike, n_symbols: int = 100, years: int = 
     root = os.fspath(path)
     if Store.exists(root) and not force:
         have = Store.open(root)
-        raise StoreError(f"a store already exists at {root!r} ({len(have.symbols())} symbols); "
+        raise StoreExistsError(f"a store already exists at {root!r} ({len(have.symbols())} symbols); "
                          "pass force=True (--force) to replace it, or choose another folder")
-    end_ts = pd.Timestamp(end).normalize() if end is not None else last_closed_session()
+    latest = last_closed_session()
+    if end is None:
+        end_ts = latest
+    else:
+        try:
+            end_ts = pd.Timestamp(end).normalize()
+        except (ValueError, TypeError):
+            raise DataError(f"`end` = {end!r} is not a date (use 'YYYY-MM-DD')") from None
+        if end_ts is pd.NaT or end_ts > latest:
+            raise DataError(f"`end` = {end!r} must be a date up to the last closed NYSE session "
+                            f"({latest.date()}); the demo never invents future bars")
     start_ts = end_ts - pd.DateOffset(years=years) + pd.Timedelta(days=1)
     if start_ts < EPOCH:
         raise DataError(f"`years` = {years!r} with `end` = {str(end_ts.date())!r} starts before the demo "

@@ -337,11 +337,12 @@ def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str 
                 _quarantine_rows(qdir, path, result.rejected)
             pending.append(result.good)
             pending_rows += len(result.good)
-        except _FileRejected as exc:
-            outcome.status, outcome.reason = "quarantined", str(exc)
+        except (_FileRejected, Exception) as exc:  # a file we could not foresee is quarantined too
+            reason = str(exc) if isinstance(exc, _FileRejected) else f"unexpected {type(exc).__name__}: {exc}"
+            outcome.status, outcome.reason = "quarantined", reason[:400]
             outcome.rows_imported = 0
             used_quarantine = True
-            _quarantine_file(qdir, path, str(exc))
+            _quarantine_file(qdir, path, outcome.reason)
         outcomes.append(outcome)
         log.debug("%s", outcome.line().strip())
         if pending_rows >= _BATCH_ROWS:

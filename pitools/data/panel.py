@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..errors import DataError, MemoryBudgetError, did_you_mean
+from ..errors import DataError, MemoryBudgetError, StoreError, did_you_mean
 from .store import _EPOCH, FIELDS, Store
 
 __all__ = ["Panel", "PanelEstimate", "load_panel", "estimate_panel", "load_series", "select_universe"]
@@ -285,6 +285,10 @@ def load_panel(path: str | os.PathLike | Store, symbols: Iterable[str] | None = 
     """
     req = _plan(path, symbols, start, end, fields, dtype)
     est = req.estimate
+    if est.n_bars == 0:
+        raise DataError(f"no bars for {', '.join(req.symbols[:5])}{'…' if len(req.symbols) > 5 else ''} "
+                        f"between `start` = {start!r} and `end` = {end!r}; the store holds "
+                        f"{req.store.first_date.date()}..{req.store.last_date.date()}")
     if memory_budget_mb is not None:
         if not (isinstance(memory_budget_mb, (int, float)) and memory_budget_mb > 0):
             raise DataError(f"`memory_budget_mb` = {memory_budget_mb!r} must be a positive number of MB")
@@ -297,7 +301,17 @@ def load_panel(path: str | os.PathLike | Store, symbols: Iterable[str] | None = 
             )
     n_bars, n_syms = est.n_bars, est.n_symbols
     arrays = {f: np.full((n_bars, n_syms), np.nan, dtype=req.dtype, order="F") for f in req.fields}
-    if n_bars:
+    try:
+        _fill(req, arrays)
+    except StoreError:
+        if isinstance(path, Store):
+            raise
+        # A writer may have committed between reading the manifest and the files: once more.
+        req = _plan(path, symbols, start, end, fields, dtype)
+        if req.estimate != est:
+            return load_panel(path, symbols, start, end, fields, memory_budget_mb, dtype)
+        for a in arrays.values():
+            a.fill(np.nan)
         _fill(req, arrays)
     dates = pd.DatetimeIndex((_EPOCH + req.days.astype("timedelta64[D]")).astype("datetime64[ns]"))
     meta = {s: req.store.meta[s] for s in req.symbols if s in req.store.meta}

@@ -38,7 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DataError, StoreError
+from ..errors import DataError, NoStoreError, StoreError
 from .atomic import TMP_PREFIX, fsync_dir, write_text_atomic
 
 __all__ = ["Store", "StoreWriter", "FIELDS", "PRICE_FIELDS", "ROW_GROUP_ROWS", "bars_schema"]
@@ -168,7 +168,7 @@ class Store:
         """Open the committed store at `root`; :class:`StoreError` when there is none."""
         path = Path(root) / MANIFEST
         if not path.is_file():
-            raise StoreError(
+            raise NoStoreError(
                 f"no bar store at {str(root)!r} (no {MANIFEST}). Build the demo universe with "
                 "`pitools demo-data` or import bars with `pitools ingest FILES --store DIR`."
             )
@@ -261,8 +261,9 @@ class Store:
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            raise StoreError(f"{str(path)!r} is listed in the manifest but missing: the store is damaged. "
-                             "Restore it from a backup or rebuild it.") from None
+            raise StoreError(f"{str(path)!r} is listed in the manifest but missing: the store changed while "
+                             "it was read (open it again) or is damaged (restore it from a backup or "
+                             "rebuild it).") from None
         if size != part.bytes:
             raise StoreError(f"{str(path)!r} has {size} bytes but the manifest says {part.bytes}: "
                              "the store is damaged. Restore it from a backup or rebuild it.")
@@ -394,7 +395,9 @@ class _PartitionBuilder:
             os.fsync(fh.fileno())
         rel = Path("bars") / str(self.year) / f"{digest[:16]}.parquet"
         final = root / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
+        if not final.parent.exists():
+            final.parent.mkdir(parents=True)
+            fsync_dir(final.parent.parent)  # the new year folder itself must survive a power cut
         os.replace(self.tmp_path, final)
         fsync_dir(final.parent)
         return _Partition(
@@ -437,12 +440,17 @@ class StoreWriter:
             raise StoreError(f"another process is writing the store at {str(self.root)!r}; "
                              "wait for it to finish and try again") from None
         # Re-read under the lock: another writer may have committed since `store` was opened.
-        base = Store.open(self.root) if Store.exists(self.root) else store
+        try:
+            base = Store.open(self.root) if Store.exists(self.root) else store
+        except BaseException:
+            self._release_lock()
+            raise
         self.calendar = base.calendar
         self.partitions: dict[int, _Partition] = dict(base.partitions)
         self.meta: dict[str, dict] = dict(base.meta)
         self.info: dict = dict(base.info)
         self._base = base
+        self._previous = dict(base.partitions)
         self._builders: dict[int, _PartitionBuilder] = {}
         self._touched = False
         self._closed = False
@@ -457,9 +465,11 @@ class StoreWriter:
 
     def _clean_temp_files(self) -> None:
         # Leftovers of a writer that crashed: never listed, never read, safe to delete.
-        for path in self.root.rglob(TMP_PREFIX + "*"):
-            with contextlib.suppress(OSError):
-                path.unlink()
+        # Only where a writer puts them, so a store folder nested in other data is harmless.
+        for pattern in (TMP_PREFIX + "*", f"bars/{TMP_PREFIX}*", f"bars/*/{TMP_PREFIX}*"):
+            for path in self.root.glob(pattern):
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     # -- building ------------------------------------------------------------------------
     def clear(self) -> None:
@@ -493,8 +503,12 @@ class StoreWriter:
             raise DataError(f"`frame` lacks the column(s) {missing}; expected symbol, date, {', '.join(FIELDS)}")
         incoming = frame[["symbol", "date", *FIELDS]].copy()
         incoming["symbol"] = incoming["symbol"].astype(str)
-        incoming["_day"] = _days(incoming["date"].to_numpy())
-        incoming["_year"] = pd.to_datetime(incoming["date"]).dt.year.to_numpy()
+        dates = pd.to_datetime(incoming["date"])
+        if isinstance(dates.dtype, pd.DatetimeTZDtype):  # a zoned stamp is its New York trading day
+            dates = dates.dt.tz_convert("America/New_York").dt.tz_localize(None)
+        dates = dates.dt.normalize()
+        incoming["_day"] = _days(dates.to_numpy())
+        incoming["_year"] = dates.dt.year.to_numpy()
         counts = {"new": 0, "replaced": 0}
         # Within the frame too, a later row for the same (symbol, date) replaces an earlier one.
         dup = incoming.duplicated(["symbol", "_day"], keep="last")
@@ -554,7 +568,10 @@ class StoreWriter:
         return self._base
 
     def _collect_garbage(self) -> None:
+        # Files of the previous manifest stay one more generation: a reader that opened it
+        # just before this commit can still read them.
         live = {self.root / p.file for p in self.partitions.values()}
+        live |= {self.root / p.file for p in self._previous.values()}
         bars = self.root / "bars"
         for path in bars.rglob("*.parquet"):
             if path not in live and not path.name.startswith(TMP_PREFIX):
@@ -573,6 +590,9 @@ class StoreWriter:
             builder.abort()
         self._builders.clear()
         self._closed = True
+        self._release_lock()
+
+    def _release_lock(self) -> None:
         with contextlib.suppress(Exception):
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
         self._lock_fh.close()

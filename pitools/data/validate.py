@@ -38,9 +38,9 @@ def _numeric(col: pd.Series, name: str, reasons: pd.Series) -> pd.Series:
     """Parse a column to float; record why a value failed where no earlier reason exists."""
     if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
         values = col.astype("float64")
-        bad = values.isna() | ~np.isfinite(values)
-        _set(reasons, bad, f"missing value in `{name}`")
-        return values
+        _set(reasons, values.isna(), f"missing value in `{name}`")
+        _set(reasons, values.notna() & ~np.isfinite(values), f"non-finite value in `{name}`")
+        return values.where(np.isfinite(values))
     text = col.astype("string").str.strip()
     values = pd.to_numeric(text.str.replace(",", "", regex=False), errors="coerce").astype("float64")
     missing = text.isna() | text.str.lower().isin(MISSING_TOKENS)
@@ -63,9 +63,12 @@ def _dates(col: pd.Series, date_format: str | None, reasons: pd.Series) -> pd.Se
         parsed = col
     else:
         text = col.astype("string").str.strip()
-        parsed = pd.to_datetime(text, format=date_format or "ISO8601", errors="coerce", utc=False)
+        # Stamps with UTC offsets (yfinance: '-05:00' in winter, '-04:00' in summer) are
+        # parsed as instants and read back as New York trading days below.
+        zoned = bool(text.str.contains(r"(?:[+-]\d\d:?\d\d|Z)$", regex=True, na=False).any())
+        parsed = pd.to_datetime(text, format=date_format or "ISO8601", errors="coerce", utc=zoned)
         if parsed.isna().all() and date_format is None:
-            parsed = pd.to_datetime(text, format="mixed", errors="coerce")
+            parsed = pd.to_datetime(text, format="mixed", errors="coerce", utc=zoned)
         bad = parsed.isna()
         if bad.any():
             reasons.loc[bad & reasons.isna()] = text[bad].map(lambda v: f"unparseable date: {v!r}")
@@ -99,14 +102,11 @@ def check_bars(raw: pd.DataFrame, calendar: str = "XNYS", date_format: str | Non
     dates = _dates(raw["date"], date_format, reasons)
     prices = {f: _numeric(raw[f], f, reasons) for f in PRICE_FIELDS}
     if "volume" in raw.columns:
-        vol_text = raw["volume"]
-        volume = _numeric(vol_text, "volume", pd.Series(pd.NA, index=raw.index, dtype="object"))
-        if not pd.api.types.is_numeric_dtype(vol_text):
-            txt = vol_text.astype("string").str.strip()
-            bad_vol = volume.isna() & ~(txt.isna() | txt.str.lower().isin(MISSING_TOKENS))
-            if bad_vol.any():
-                reasons.loc[bad_vol & reasons.isna()] = txt[bad_vol].map(
-                    lambda v: f"non-numeric value in `volume`: {v!r}")
+        # A missing volume is allowed (index series have none); a wrong one is not.
+        vol_reasons = pd.Series(pd.NA, index=raw.index, dtype="object")
+        volume = _numeric(raw["volume"], "volume", vol_reasons)
+        wrong = vol_reasons.notna() & ~vol_reasons.astype(str).str.startswith("missing")
+        reasons.loc[wrong & reasons.isna()] = vol_reasons[wrong & reasons.isna()]
         _set(reasons, volume < 0, "negative `volume`")
     else:
         volume = pd.Series(np.nan, index=raw.index)
