@@ -5,6 +5,7 @@
 >>> panel = pt.load_panel("/tmp/pt-demo", memory_budget_mb=500)  # doctest: +SKIP
 """
 
+from . import strategies
 from .data import Panel, Store, estimate_panel, load_panel, load_series, make_demo_store
 from .errors import ConfigError, DataError, IngestError, MemoryBudgetError, PitoolsError, StoreError
 
@@ -12,5 +13,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError", "DataError", "IngestError", "MemoryBudgetError", "Panel", "PitoolsError", "Store",
-    "StoreError", "estimate_panel", "load_panel", "load_series", "make_demo_store",
+    "StoreError", "estimate_panel", "load_panel", "load_series", "make_demo_store", "strategies",
 ]

@@ -1,0 +1,198 @@
+"""Performance-metric kernels: one pass over an equity curve (one symbol or the portfolio).
+
+Definitions (``e`` is the equity at each bar's close; only its *finite* values count):
+
+* Bars with non-finite equity are bars the series does not have (before a late listing,
+  halts): they are skipped as if the series were compressed, so no return appears there.
+  ``r_i = e_i / e_(i-1) - 1`` over consecutive finite values; ``N`` = number of returns
+  (finite values - 1).
+* ``total_return = last / first - 1`` (first and last finite equity).
+* ``cagr = (last / first) ** (periods_per_year / N) - 1``; NaN if ``N == 0``; -1 if
+  ``last <= 0`` (the account is wiped out).
+* ``sharpe = mean(r) / std(r, ddof=1) * sqrt(periods_per_year)`` (risk-free rate 0);
+  NaN if ``N < 2`` or ``std == 0``.
+* ``sortino = mean(r) / downside_dev * sqrt(periods_per_year)`` with
+  ``downside_dev = sqrt(sum(min(r, 0) ** 2) / N)`` (target 0, divided by *all* returns);
+  NaN if ``N == 0`` or ``downside_dev == 0``.
+* ``max_drawdown = max_i (1 - e_i / running_peak_i)``, a positive fraction; 0 if the curve
+  never falls below its running peak (including ``N == 0``).
+* ``calmar = cagr / max_drawdown``; NaN if ``max_drawdown == 0`` (or ``cagr`` is NaN).
+* ``exposure`` = fraction of the bars with finite equity where ``exposure`` is set.
+* ``n_periods = N``.
+* Every slot (``n_periods`` included) is NaN when there is no finite equity at all.
+
+Equity is expected to be positive. With zero or negative equity the return-based metrics
+follow the formulas literally (inf/NaN as numpy gives them) and a drawdown may exceed 1.
+
+Trade metrics over closed trades' pnl (non-finite pnl values are ignored):
+
+* ``n_trades`` = number of (finite) pnl values.
+* ``win_rate`` = fraction with ``pnl > 0``; NaN if there are no trades.
+* ``profit_factor = gross_profit / gross_loss`` (``gross_loss = -sum(pnl[pnl < 0])``):
+  inf if no losses and some profit; NaN if no trades, or if neither profit nor loss
+  (every pnl exactly 0).
+
+Accumulation is float64 whatever the input dtype: Welford's update for the mean and
+variance of the returns, Neumaier-compensated sums for the downside deviation and the
+gross profit/loss. Every metric of ``equity[:t]`` depends on bars ``0..t-1`` only, so a
+running value never uses a later bar.
+
+No validation here: matching lengths, dtypes and ``periods_per_year > 0`` are the
+wrapper's job. ``error_model="numpy"`` makes a float division by zero give inf/NaN.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = [
+    "equity_metrics_nb", "trade_metrics_nb", "metrics_to_dict",
+    "METRIC_NAMES", "TOTAL_RETURN", "CAGR", "SHARPE", "SORTINO", "MAX_DRAWDOWN", "CALMAR",
+    "EXPOSURE", "N_PERIODS",
+    "TRADE_METRIC_NAMES", "N_TRADES", "WIN_RATE", "PROFIT_FACTOR",
+]
+
+_jit = numba.njit(cache=True, error_model="numpy")
+
+# Slots of the array returned by equity_metrics_nb.
+METRIC_NAMES = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "exposure", "n_periods")
+TOTAL_RETURN, CAGR, SHARPE, SORTINO, MAX_DRAWDOWN, CALMAR, EXPOSURE, N_PERIODS = range(8)
+_N_METRICS = len(METRIC_NAMES)
+
+# Slots of the array returned by trade_metrics_nb.
+TRADE_METRIC_NAMES = ("n_trades", "win_rate", "profit_factor")
+N_TRADES, WIN_RATE, PROFIT_FACTOR = range(3)
+_N_TRADE_METRICS = len(TRADE_METRIC_NAMES)
+
+
+@_jit
+def equity_metrics_nb(equity, exposure, periods_per_year):
+    """Metrics of one equity curve in one pass; a float64 array in ``METRIC_NAMES`` order.
+
+    `equity` is 1-D float (NaN where the series has no bar), `exposure` 1-D bool/uint8 of
+    the same length (nonzero where a position was held during the bar), `periods_per_year`
+    e.g. 252.0 for daily bars.
+    """
+    out = np.full(_N_METRICS, np.nan)
+    first = np.nan
+    prev = np.nan
+    n_finite = 0
+    n_exposed = 0
+    # Welford running mean / sum of squared deviations of the returns
+    n = 0
+    mean = 0.0
+    m2 = 0.0
+    # Neumaier-compensated sum of min(r, 0)^2
+    down = 0.0
+    down_c = 0.0
+    peak = np.nan
+    max_dd = 0.0
+    for i in range(equity.shape[0]):
+        e = np.float64(equity[i])
+        if not np.isfinite(e):
+            continue
+        if exposure[i]:
+            n_exposed += 1
+        if n_finite == 0:
+            first = e
+            peak = e
+        else:
+            r = e / prev - 1.0
+            n += 1
+            delta = r - mean
+            mean += delta / n
+            m2 += delta * (r - mean)
+            if r < 0.0:
+                sq = r * r
+                t = down + sq
+                if abs(down) >= sq:
+                    down_c += (down - t) + sq
+                else:
+                    down_c += (sq - t) + down
+                down = t
+            if e > peak:
+                peak = e
+            else:
+                dd = 1.0 - e / peak
+                if dd > max_dd:
+                    max_dd = dd
+        n_finite += 1
+        prev = e
+    if n_finite == 0:
+        return out
+    last = prev
+    ann = np.sqrt(periods_per_year)
+    out[TOTAL_RETURN] = last / first - 1.0
+    if n > 0:
+        if last <= 0.0:
+            out[CAGR] = -1.0
+        else:
+            out[CAGR] = (last / first) ** (periods_per_year / n) - 1.0
+        downside_dev = np.sqrt((down + down_c) / n)
+        if downside_dev > 0.0:
+            out[SORTINO] = mean / downside_dev * ann
+    if n > 1 and m2 > 0.0:
+        out[SHARPE] = mean / np.sqrt(m2 / (n - 1)) * ann
+    out[MAX_DRAWDOWN] = max_dd
+    if max_dd > 0.0:
+        out[CALMAR] = out[CAGR] / max_dd
+    out[EXPOSURE] = n_exposed / n_finite
+    out[N_PERIODS] = n
+    return out
+
+
+@_jit
+def trade_metrics_nb(pnl):
+    """``[n_trades, win_rate, profit_factor]`` of closed trades' pnl (1-D float)."""
+    out = np.full(_N_TRADE_METRICS, np.nan)
+    n = 0
+    wins = 0
+    gp = 0.0
+    gp_c = 0.0
+    gl = 0.0
+    gl_c = 0.0
+    for i in range(pnl.shape[0]):
+        p = np.float64(pnl[i])
+        if not np.isfinite(p):
+            continue
+        n += 1
+        if p > 0.0:
+            wins += 1
+            t = gp + p
+            if gp >= p:
+                gp_c += (gp - t) + p
+            else:
+                gp_c += (p - t) + gp
+            gp = t
+        elif p < 0.0:
+            q = -p
+            t = gl + q
+            if gl >= q:
+                gl_c += (gl - t) + q
+            else:
+                gl_c += (q - t) + gl
+            gl = t
+    out[N_TRADES] = n
+    if n == 0:
+        return out
+    out[WIN_RATE] = wins / n
+    gross_profit = gp + gp_c
+    gross_loss = gl + gl_c
+    if gross_loss > 0.0:
+        out[PROFIT_FACTOR] = gross_profit / gross_loss
+    elif gross_profit > 0.0:
+        out[PROFIT_FACTOR] = np.inf
+    return out
+
+
+def metrics_to_dict(values, names=METRIC_NAMES) -> dict[str, float]:
+    """``{name: float(value)}`` for a metrics array and its slot names (pure Python).
+
+    >>> metrics_to_dict(np.array([3.0, 0.5, 2.0]), TRADE_METRIC_NAMES)
+    {'n_trades': 3.0, 'win_rate': 0.5, 'profit_factor': 2.0}
+    """
+    if len(values) != len(names):
+        raise ValueError(f"`values` has {len(values)} slots but `names` has {len(names)}; "
+                         "pass the names tuple that matches the kernel (METRIC_NAMES or TRADE_METRIC_NAMES)")
+    return {name: float(v) for name, v in zip(names, values)}

@@ -1,0 +1,137 @@
+"""The strategy registry: eight strategies, each a signal kernel plus its parameter space.
+
+>>> import pitools as pt
+>>> pt.strategies.names()                                  # doctest: +SKIP
+['sma_cross', 'macd', 'rsi_reversion', 'bollinger_reversion', 'donchian_breakout',
+ 'atr_breakout', 'ts_momentum', 'xs_momentum']
+>>> pt.strategies.get("sma_cross").space["fast"]           # doctest: +SKIP
+Param(kind='int', low=2, high=100, default=10)
+
+The signal kernels live in :mod:`pitools.kernels.signals` (numba); this module only holds
+the small, validated description the optimizer and :func:`pitools.backtest` use. Every
+strategy can also be gated by the market regime (the ``regime_filter`` argument of
+:func:`pitools.backtest`), so it is not a parameter here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .errors import DataError, did_you_mean
+
+__all__ = ["Param", "Strategy", "register", "get", "names", "REGISTRY"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searchable parameter: integer or real, inclusive bounds, a default."""
+
+    kind: str  # "int" or "float"
+    low: float
+    high: float
+    default: float
+
+    def check(self, strategy: str, name: str, value) -> float:
+        """`value` as a number inside the bounds, or a DataError naming it."""
+        where = f"{strategy}: parameter `{name}` = {value!r}"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise DataError(f"{where} must be {'an integer' if self.kind == 'int' else 'a number'} "
+                            f"from {self.low:g} to {self.high:g}")
+        if self.kind == "int" and float(value) != int(value):
+            raise DataError(f"{where} must be an integer from {self.low:g} to {self.high:g}")
+        if not self.low <= value <= self.high:
+            raise DataError(f"{where} is out of range: allowed {self.low:g} to {self.high:g}")
+        return float(int(value)) if self.kind == "int" else float(value)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A registered strategy: its parameter space, constraints and signal kernel name."""
+
+    name: str
+    space: Mapping[str, Param]
+    kernel: str  # function name in pitools.kernels.signals
+    doc: str
+    constraints: tuple[tuple[Callable[[dict], bool], str], ...] = ()
+    portfolio_level: bool = False  # ranks the whole universe (xs_momentum)
+    fields: tuple[str, ...] = ("open", "high", "low", "close")
+
+    @property
+    def defaults(self) -> dict[str, float]:
+        return {k: p.default for k, p in self.space.items()}
+
+    def validate(self, params: Mapping | None) -> dict[str, float]:
+        """Check `params` (missing ones take defaults) → a complete, ordered dict."""
+        params = dict(params or {})
+        unknown = [k for k in params if k not in self.space]
+        if unknown:
+            k = unknown[0]
+            raise DataError(f"{self.name}: unknown parameter {k!r}.{did_you_mean(k, self.space)} "
+                            f"Parameters: {', '.join(self.space)}")
+        out = {k: p.check(self.name, k, params.get(k, p.default)) for k, p in self.space.items()}
+        for ok, message in self.constraints:
+            if not ok(out):
+                shown = ", ".join(f"{k}={v:g}" for k, v in out.items())
+                raise DataError(f"{self.name}: {message} (got {shown})")
+        return out
+
+    def signal_kernel(self):
+        """The numba kernel (imported on first use: numba is not loaded by ``import pitools``)."""
+        from .kernels import signals
+
+        return getattr(signals, self.kernel)
+
+
+REGISTRY: dict[str, Strategy] = {}
+
+
+def register(strategy: Strategy) -> Strategy:
+    """Add `strategy` to the registry (a name can be registered once)."""
+    if strategy.name in REGISTRY:
+        raise DataError(f"strategy {strategy.name!r} is already registered")
+    REGISTRY[strategy.name] = strategy
+    return strategy
+
+
+def get(name: str) -> Strategy:
+    """The strategy called `name`; a DataError suggesting close names otherwise."""
+    try:
+        return REGISTRY[name]
+    except (KeyError, TypeError):
+        raise DataError(f"unknown strategy {name!r}.{did_you_mean(str(name), REGISTRY)} "
+                        f"Strategies: {', '.join(REGISTRY)}") from None
+
+
+def names() -> list[str]:
+    """The registered strategy names, in registration order."""
+    return list(REGISTRY)
+
+
+def _int(low, high, default) -> Param:
+    return Param("int", low, high, default)
+
+
+def _real(low, high, default) -> Param:
+    return Param("float", low, high, default)
+
+
+register(Strategy("sma_cross", {"fast": _int(2, 100, 10), "slow": _int(5, 400, 30)}, "sma_cross_nb",
+                  "long while SMA(fast) > SMA(slow)", ((lambda p: p["fast"] < p["slow"], "`fast` must be < `slow`"),)))
+register(Strategy("macd", {"fast": _int(2, 50, 12), "slow": _int(5, 200, 26), "signal": _int(2, 50, 9)}, "macd_nb",
+                  "long while MACD > signal", ((lambda p: p["fast"] < p["slow"], "`fast` must be < `slow`"),)))
+register(Strategy("rsi_reversion", {"n": _int(2, 50, 14), "lower": _real(5, 50, 30), "upper": _real(50, 95, 70)},
+                  "rsi_reversion_nb", "buy RSI < lower, sell RSI > upper",
+                  ((lambda p: p["lower"] < p["upper"], "`lower` must be < `upper`"),)))
+register(Strategy("bollinger_reversion", {"n": _int(5, 200, 20), "k": _real(0.5, 4.0, 2.0)},
+                  "bollinger_reversion_nb", "fade closes outside the bands, exit at the middle"))
+register(Strategy("donchian_breakout", {"entry": _int(5, 250, 20), "exit": _int(2, 250, 10)},
+                  "donchian_breakout_nb", "turtle breakout of the prior channel",
+                  ((lambda p: p["exit"] <= p["entry"], "`exit` must be <= `entry`"),)))
+register(Strategy("atr_breakout", {"n": _int(5, 200, 20), "k": _real(0.5, 4.0, 1.5), "trail_mult": _real(0.5, 8.0, 3.0)},
+                  "atr_breakout_nb", "Keltner/ATR channel breakout with an ATR trailing stop"))
+register(Strategy("ts_momentum", {"lookback": _int(5, 400, 120)}, "ts_momentum_nb",
+                  "long after a positive lookback return, short after a negative one"))
+register(Strategy("xs_momentum", {"lookback": _int(5, 400, 120), "top_k": _int(1, 500, 10), "rebalance": _int(1, 126, 21)},
+                  "xs_momentum_nb", "hold the top-k of the universe by lookback return, rebalanced every n bars",
+                  portfolio_level=True, fields=("open", "high", "low", "close")))
