@@ -6,12 +6,13 @@
 """
 
 from . import strategies
+from .backtest import BacktestResult, backtest
 from .data import Panel, Store, estimate_panel, load_panel, load_series, make_demo_store
 from .errors import ConfigError, DataError, IngestError, MemoryBudgetError, PitoolsError, StoreError
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigError", "DataError", "IngestError", "MemoryBudgetError", "Panel", "PitoolsError", "Store",
-    "StoreError", "estimate_panel", "load_panel", "load_series", "make_demo_store", "strategies",
+    "BacktestResult", "ConfigError", "DataError", "IngestError", "MemoryBudgetError", "Panel", "PitoolsError", "Store",
+    "StoreError", "estimate_panel", "load_panel", "load_series", "make_demo_store", "strategies", "backtest",
 ]

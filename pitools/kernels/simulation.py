@@ -18,6 +18,8 @@ Semantics (one pass over time):
 * A bar with any non-finite OHLC value is a bar the symbol does not have: nothing fills,
   a pending order waits for the next bar, and equity is carried from the last bar (so no
   fake return appears). Equity is NaN only before the first bar; it is never NaN after.
+* If equity reaches 0 (a short squeezed past the account), the position is closed at that
+  close, equity stays 0 and the symbol trades no more.
 * A position still open after the last valid bar is marked to the last close; its trade
   is reported with ``open_at_end = 1`` and no exit fees.
 """
@@ -133,6 +135,7 @@ def simulate_nb(open_, high, low, close, target, fill_close, long_only, fees, sl
     pending = np.nan  # a target waiting for the next valid open
     held = np.nan  # the target last acted on
     blocked = False  # flat after a protective exit until the target changes
+    ruined = False  # equity reached 0: nothing trades any more
     last_valid = -1
 
     for t in range(n):
@@ -166,7 +169,7 @@ def simulate_nb(open_, high, low, close, target, fill_close, long_only, fees, sl
                 blocked = True
 
         # (3) this bar's target: act at the close, or at the next open
-        want = target[t]
+        want = target[t] if not ruined else np.nan
         if np.isfinite(want):
             if long_only and want < 0:
                 want = 0.0
@@ -197,6 +200,15 @@ def simulate_nb(open_, high, low, close, target, fill_close, long_only, fees, sl
 
         equity[t] = st[_BAL] + pos * st[_SHARES] * c
         exposure[t] = 1 if (pos != 0 or pos_at_open != 0) else 0
+        if equity[t] <= 0.0 and not ruined:
+            # The account is wiped out (a short squeezed past its equity): the broker closes
+            # the position at this close and the symbol trades no more, as backtesting.py stops.
+            if pos != 0:
+                k = _close(st, c, t, 0.0, 0.0, trades, k)
+            ruined = True
+            st[_BAL] = 0.0
+            equity[t] = 0.0
+            pending = np.nan
 
     exposure[last_valid + 1:] = 0  # after the last bar the symbol is gone, not held
     if st[_POS] != 0 and last_valid >= 0:
