@@ -1,10 +1,12 @@
 """``pt.backtest``: validate, run the strategy's kernels symbol by symbol, wrap the result.
 
-The loop keeps one symbol's arrays at a time (bars, never bars × symbols × candidates);
+One numba loop (:mod:`pitools.kernels.driver`) keeps one symbol's arrays at a time (bars,
+never bars × symbols × candidates);
 per-bar portfolio returns are accumulated as a sum and a count over the symbols that
 trade that bar, which is the equal-weight, daily-rebalanced portfolio the optimizer scores.
 Equity curves and trade lists are rebuilt only when ``res.equity`` / ``res.trades`` are
-first read, so an optimizer that reads ``res.portfolio`` never pays for them.
+first read (by a plain Python loop over the same kernels, which the tests hold against the
+numba loop), so an optimizer that reads ``res.portfolio`` never pays for them.
 """
 
 from __future__ import annotations
@@ -81,6 +83,15 @@ def _simulate(run: _Run, keep_curves: bool):
     from .kernels.simulation import T_OPEN_AT_END, T_PNL, simulate_nb
 
     panel = run.panel
+    if not keep_curves and not run.strategy.portfolio_level:
+        from .kernels.driver import run_symbols_nb
+
+        gate = run.gate if run.gate is not None else np.empty(0, dtype=np.bool_)
+        stats, ret_sum, ret_count = run_symbols_nb(
+            run.strategy.signal_kernel(), panel.open, panel.high, panel.low, panel.close,
+            np.array(list(run.params.values()), dtype=np.float64), gate, run.fill_close, run.long_only, run.fees,
+            run.slippage, run.cash, run.integer_shares, run.stop_loss, run.take_profit)
+        return stats, ret_sum, ret_count, None, []
     n_bars = panel.n_bars
     ret_sum = np.zeros(n_bars)
     ret_count = np.zeros(n_bars)

@@ -5,4 +5,4 @@ inputs (e.g. :mod:`pitools.indicators` for :mod:`pitools.kernels.indicators`). T
 submodules are not imported here, so ``import pitools.kernels`` does not load numba.
 """
 
-__all__ = ["indicators", "metrics", "signals", "simulation"]
+__all__ = ["driver", "indicators", "metrics", "signals", "simulation"]
