@@ -67,6 +67,17 @@ _N_TRADE_METRICS = len(TRADE_METRIC_NAMES)
 
 
 @_jit
+def _neumaier_add(total, comp, x):
+    """One step of a Neumaier-compensated sum: returns the new (total, compensation)."""
+    t = total + x
+    if abs(total) >= abs(x):
+        comp += (total - t) + x
+    else:
+        comp += (x - t) + total
+    return t, comp
+
+
+@_jit
 def equity_metrics_nb(equity, exposure, periods_per_year):
     """Metrics of one equity curve in one pass; a float64 array in ``METRIC_NAMES`` order.
 
@@ -104,13 +115,7 @@ def equity_metrics_nb(equity, exposure, periods_per_year):
             mean += delta / n
             m2 += delta * (r - mean)
             if r < 0.0:
-                sq = r * r
-                t = down + sq
-                if abs(down) >= sq:
-                    down_c += (down - t) + sq
-                else:
-                    down_c += (sq - t) + down
-                down = t
+                down, down_c = _neumaier_add(down, down_c, r * r)
             if e > peak:
                 peak = e
             else:
@@ -159,20 +164,9 @@ def trade_metrics_nb(pnl):
         n += 1
         if p > 0.0:
             wins += 1
-            t = gp + p
-            if gp >= p:
-                gp_c += (gp - t) + p
-            else:
-                gp_c += (p - t) + gp
-            gp = t
+            gp, gp_c = _neumaier_add(gp, gp_c, p)
         elif p < 0.0:
-            q = -p
-            t = gl + q
-            if gl >= q:
-                gl_c += (gl - t) + q
-            else:
-                gl_c += (q - t) + gl
-            gl = t
+            gl, gl_c = _neumaier_add(gl, gl_c, -p)
     out[N_TRADES] = n
     if n == 0:
         return out
