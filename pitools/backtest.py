@@ -1,12 +1,11 @@
 """``pt.backtest``: validate, run the strategy's kernels symbol by symbol, wrap the result.
 
 One numba loop (:mod:`pitools.kernels.driver`) keeps one symbol's arrays at a time (bars,
-never bars × symbols × candidates);
-per-bar portfolio returns are accumulated as a sum and a count over the symbols that
-trade that bar, which is the equal-weight, daily-rebalanced portfolio the optimizer scores.
-Equity curves and trade lists are rebuilt only when ``res.equity`` / ``res.trades`` are
-first read (by a plain Python loop over the same kernels, which the tests hold against the
-numba loop), so an optimizer that reads ``res.portfolio`` never pays for them.
+never bars × symbols × candidates); per-bar portfolio returns are accumulated as a sum and
+a count over the symbols that trade that bar, which is the equal-weight, daily-rebalanced
+portfolio the optimizer scores. Equity curves and trade lists are rebuilt only when
+``res.equity`` / ``res.trades`` are first read (a Python loop over the same per-symbol
+kernel), so an optimizer that reads ``res.portfolio`` never pays for them.
 """
 
 from __future__ import annotations
@@ -62,65 +61,51 @@ class _Run:
     gate: np.ndarray | None  # per-bar bool: may hold positions
 
 
-def _targets(run: _Run):
-    """Yield (j, target, trail) per symbol."""
-    p = np.array(list(run.params.values()), dtype=np.float64)
-    kernel = run.strategy.signal_kernel()
-    panel = run.panel
+    def settings(self) -> tuple:
+        """The arguments the driver kernels take after the price arrays."""
+        gate = self.gate if self.gate is not None else np.empty(0, dtype=np.bool_)
+        return (gate, self.fill_close, self.long_only, self.fees, self.slippage, self.cash, self.integer_shares,
+                self.stop_loss, self.take_profit)
+
+    @property
+    def param_array(self) -> np.ndarray:
+        return np.array(list(self.params.values()), dtype=np.float64)
+
+    def universe_targets(self) -> np.ndarray:
+        """Targets of a portfolio-level strategy for every symbol (bars × symbols)."""
+        return self.strategy.signal_kernel()(np.asfortranarray(self.panel.close, dtype=np.float64),
+                                             self.param_array)
+
+
+def _stats(run: _Run):
+    """(stats, ret_sum, ret_count) from one numba loop over the symbols."""
+    from .kernels.driver import run_symbols_nb, run_targets_nb
+
+    p = run.panel
     if run.strategy.portfolio_level:
-        all_targets = kernel(np.asfortranarray(panel.close, dtype=np.float64), p)
-        for j in range(panel.n_symbols):
-            yield j, np.ascontiguousarray(all_targets[:, j]), np.empty(0)
-        return
-    o, h, lo, c = panel.open, panel.high, panel.low, panel.close
-    for j in range(panel.n_symbols):
-        target, trail = kernel(o[:, j], h[:, j], lo[:, j], c[:, j], p)
-        yield j, target, trail
+        return run_targets_nb(run.universe_targets(), p.open, p.high, p.low, p.close, *run.settings())
+    return run_symbols_nb(run.strategy.signal_kernel(), p.open, p.high, p.low, p.close, run.param_array,
+                          *run.settings())
 
 
-def _simulate(run: _Run, keep_curves: bool):
-    from .kernels.metrics import equity_metrics_nb, trade_metrics_nb
-    from .kernels.simulation import T_OPEN_AT_END, T_PNL, simulate_nb
+def _curves(run: _Run):
+    """Equity (bars × symbols) and each symbol's trades, from the same per-symbol kernels."""
+    from .kernels.driver import symbol_nb
 
-    panel = run.panel
-    if not keep_curves and not run.strategy.portfolio_level:
-        from .kernels.driver import run_symbols_nb
-
-        gate = run.gate if run.gate is not None else np.empty(0, dtype=np.bool_)
-        stats, ret_sum, ret_count = run_symbols_nb(
-            run.strategy.signal_kernel(), panel.open, panel.high, panel.low, panel.close,
-            np.array(list(run.params.values()), dtype=np.float64), gate, run.fill_close, run.long_only, run.fees,
-            run.slippage, run.cash, run.integer_shares, run.stop_loss, run.take_profit)
-        return stats, ret_sum, ret_count, None, []
-    n_bars = panel.n_bars
-    ret_sum = np.zeros(n_bars)
-    ret_count = np.zeros(n_bars)
-    stats = np.full((panel.n_symbols, len(STAT_COLUMNS)), np.nan)
-    curves = np.full((n_bars, panel.n_symbols), np.nan) if keep_curves else None
+    p = run.panel
+    curves = np.full((p.n_bars, p.n_symbols), np.nan)
     trade_lists = []
-    o, h, lo, c = panel.open, panel.high, panel.low, panel.close
-    for j, target, trail in _targets(run):
-        if run.gate is not None:
-            target = np.where(run.gate | np.isnan(target), target, 0.0)
-        eq, exposure, trades = simulate_nb(o[:, j], h[:, j], lo[:, j], c[:, j], target, run.fill_close,
-                                           run.long_only, run.fees, run.slippage, run.cash, run.integer_shares,
-                                           run.stop_loss, run.take_profit, trail)
-        m = equity_metrics_nb(eq, exposure, 252.0)
-        closed = trades[trades[:, T_OPEN_AT_END] == 0.0]
-        tm = trade_metrics_nb(closed[:, T_PNL])
-        finite = np.flatnonzero(np.isfinite(eq))
-        stats[j] = (m[0], m[1], m[2], m[3], m[4], m[5], tm[0], tm[1], m[6], tm[2],
-                    eq[finite[-1]] if finite.size else np.nan)
-        if finite.size > 1:  # the symbol's daily returns, counted where it traded
-            seg = eq[finite[0]:finite[-1] + 1]
-            prev = seg[:-1]
-            r = np.divide(seg[1:], prev, out=np.ones_like(prev), where=prev > 0) - 1.0  # a wiped-out account: 0
-            ret_sum[finite[0] + 1:finite[-1] + 1] += r
-            ret_count[finite[0] + 1:finite[-1] + 1] += 1
-        if keep_curves:
-            curves[:, j] = eq
-            trade_lists.append((j, trades))
-    return stats, ret_sum, ret_count, curves, trade_lists
+    targets = run.universe_targets() if run.strategy.portfolio_level else None
+    kernel = run.strategy.signal_kernel()
+    for j in range(p.n_symbols):
+        o, h, lo, c = (np.ascontiguousarray(a[:, j]) for a in (p.open, p.high, p.low, p.close))
+        if targets is not None:
+            target, trail = np.ascontiguousarray(targets[:, j]), np.empty(0)
+        else:
+            target, trail = kernel(o, h, lo, c, run.param_array)
+        curves[:, j], _, trades = symbol_nb(o, h, lo, c, target, trail, *run.settings())
+        trade_lists.append((j, trades))
+    return curves, trade_lists
 
 
 class BacktestResult:
@@ -154,8 +139,7 @@ class BacktestResult:
 
     @functools.cached_property
     def _curves(self):
-        _, _, _, curves, trade_lists = _simulate(self._run, keep_curves=True)
-        return curves, trade_lists
+        return _curves(self._run)
 
     @property
     def equity(self) -> pd.DataFrame:
@@ -248,5 +232,4 @@ def backtest(strategy: str, panel: Panel, params: Mapping | None = None, *, fill
                _fraction("slippage", slippage), float(cash), bool(integer_shares),
                _fraction("stop_loss", stop_loss, True), _fraction("take_profit", take_profit, True, high=100.0),
                gate)
-    stats, ret_sum, ret_count, _, _ = _simulate(run, keep_curves=False)
-    return BacktestResult(run, stats, ret_sum, ret_count)
+    return BacktestResult(run, *_stats(run))

@@ -1,7 +1,9 @@
 """One numba loop over every symbol: signal → simulation → metrics, no Python per symbol.
 
 ``run_symbols_nb(kernel, …)`` takes a signal kernel of :mod:`pitools.kernels.signals` as its
-first argument (numba compiles one specialisation per kernel). Per symbol it keeps only
+first argument (numba compiles one specialisation per kernel); ``run_targets_nb`` takes
+targets a portfolio-level strategy computed for the whole universe. Both go through
+``symbol_nb`` (regime gate + simulation), which the lazy equity/trades path uses too. Per symbol it keeps only
 that symbol's arrays; across symbols it accumulates the per-bar sum and count of returns
 that make the equal-weight portfolio.
 """
@@ -14,7 +16,7 @@ import numpy as np
 from .metrics import equity_metrics_nb, trade_metrics_nb
 from .simulation import T_OPEN_AT_END, T_PNL, simulate_nb
 
-__all__ = ["run_symbols_nb", "N_STATS"]
+__all__ = ["run_symbols_nb", "run_targets_nb", "symbol_nb", "N_STATS"]
 
 _jit = numba.njit(cache=True, error_model="numpy")
 N_STATS = 11  # the columns of pitools.backtest.STAT_COLUMNS
@@ -51,35 +53,66 @@ def _add_returns(eq, ret_sum, ret_count):
         if not np.isfinite(e):
             continue
         if np.isfinite(prev):
-            ret_sum[t] += e / prev - 1.0 if prev > 0.0 else 0.0
+            ret_sum[t] += e / prev - 1.0 if prev > 0.0 else 0.0  # a wiped-out account earns 0
             ret_count[t] += 1.0
         prev = e
 
 
 @_jit
+def symbol_nb(open_, high, low, close, target, trail, gate, fill_close, long_only, fees, slippage, cash,
+              integer_shares, stop_loss, take_profit):
+    """One symbol: flat where the regime `gate` forbids positions (empty gate: no filter), then simulate.
+
+    Returns ``simulate_nb``'s (equity, exposure, trades).
+    """
+    if gate.shape[0] == close.shape[0]:
+        target = target.copy()
+        for t in range(target.shape[0]):
+            if not gate[t] and np.isfinite(target[t]):
+                target[t] = 0.0
+    return simulate_nb(open_, high, low, close, target, fill_close, long_only, fees, slippage, cash,
+                       integer_shares, stop_loss, take_profit, trail)
+
+
+@_jit
 def run_symbols_nb(kernel, open_, high, low, close, params, gate, fill_close, long_only, fees, slippage, cash,
                    integer_shares, stop_loss, take_profit):
-    """Backtest every column; returns (stats[n_symbols, N_STATS], ret_sum[n_bars], ret_count[n_bars]).
+    """Backtest every column with a per-symbol signal `kernel`.
 
-    `gate` is a per-bar bool array (positions allowed) or empty for no regime filter.
+    Returns (stats[n_symbols, N_STATS], ret_sum[n_bars], ret_count[n_bars]).
     """
     n_bars, n_syms = close.shape
     stats = np.full((n_syms, N_STATS), np.nan)
     ret_sum = np.zeros(n_bars)
     ret_count = np.zeros(n_bars)
-    use_gate = gate.shape[0] == n_bars
     for j in range(n_syms):
         o = np.ascontiguousarray(open_[:, j])
         h = np.ascontiguousarray(high[:, j])
         lo = np.ascontiguousarray(low[:, j])
         c = np.ascontiguousarray(close[:, j])
         target, trail = kernel(o, h, lo, c, params)
-        if use_gate:
-            for t in range(n_bars):
-                if not gate[t] and np.isfinite(target[t]):
-                    target[t] = 0.0
-        eq, exposure, trades = simulate_nb(o, h, lo, c, target, fill_close, long_only, fees, slippage, cash,
-                                           integer_shares, stop_loss, take_profit, trail)
+        eq, exposure, trades = symbol_nb(o, h, lo, c, target, trail, gate, fill_close, long_only, fees, slippage,
+                                         cash, integer_shares, stop_loss, take_profit)
+        _row(eq, exposure, trades, stats[j])
+        _add_returns(eq, ret_sum, ret_count)
+    return stats, ret_sum, ret_count
+
+
+@_jit
+def run_targets_nb(targets, open_, high, low, close, gate, fill_close, long_only, fees, slippage, cash,
+                   integer_shares, stop_loss, take_profit):
+    """Like :func:`run_symbols_nb` for targets already computed for every symbol
+    (portfolio-level strategies such as xs_momentum rank the universe first)."""
+    n_bars, n_syms = close.shape
+    stats = np.full((n_syms, N_STATS), np.nan)
+    ret_sum = np.zeros(n_bars)
+    ret_count = np.zeros(n_bars)
+    no_trail = np.empty(0)
+    for j in range(n_syms):
+        eq, exposure, trades = symbol_nb(
+            np.ascontiguousarray(open_[:, j]), np.ascontiguousarray(high[:, j]), np.ascontiguousarray(low[:, j]),
+            np.ascontiguousarray(close[:, j]), np.ascontiguousarray(targets[:, j]), no_trail, gate, fill_close,
+            long_only, fees, slippage, cash, integer_shares, stop_loss, take_profit)
         _row(eq, exposure, trades, stats[j])
         _add_returns(eq, ret_sum, ret_count)
     return stats, ret_sum, ret_count
