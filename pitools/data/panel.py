@@ -205,8 +205,8 @@ def _plan(path, symbols, start, end, fields, dtype) -> _Request:
         raise DataError(f"`end` = {end!r} is before `start` = {start!r}")
     # Rows: the store's sessions between the selected symbols' first and last bar, within [start, end].
     infos = [store.symbol_info(s) for s in syms]
-    first = min(_to_day(i.first, "first") for i in infos)
-    last = max(_to_day(i.last, "last") for i in infos)
+    first = min(i.first_day for i in infos)
+    last = max(i.last_day for i in infos)
     lo = first if lo is None else max(lo, first)
     hi = last if hi is None else min(hi, last)
     years = [y for y in sorted(store.partitions) if _year_start(y) <= hi and _year_start(y + 1) > lo]
@@ -283,6 +283,18 @@ def load_panel(path: str | os.PathLike | Store, symbols: Iterable[str] | None = 
     >>> panel.close.shape                                                   # doctest: +SKIP
     (252, 5)
     """
+    args = (path, symbols, start, end, fields, memory_budget_mb, dtype)
+    try:
+        return _load(*args)
+    except StoreError:
+        if isinstance(path, Store):
+            raise
+    # A writer may have committed between reading the manifest and the files: read it
+    # again, once (outside the except block, so the first attempt's arrays are freed).
+    return _load(*args)
+
+
+def _load(path, symbols, start, end, fields, memory_budget_mb, dtype) -> Panel:
     req = _plan(path, symbols, start, end, fields, dtype)
     est = req.estimate
     if est.n_bars == 0:
@@ -301,18 +313,7 @@ def load_panel(path: str | os.PathLike | Store, symbols: Iterable[str] | None = 
             )
     n_bars, n_syms = est.n_bars, est.n_symbols
     arrays = {f: np.full((n_bars, n_syms), np.nan, dtype=req.dtype, order="F") for f in req.fields}
-    try:
-        _fill(req, arrays)
-    except StoreError:
-        if isinstance(path, Store):
-            raise
-        # A writer may have committed between reading the manifest and the files: once more.
-        req = _plan(path, symbols, start, end, fields, dtype)
-        if req.estimate != est:
-            return load_panel(path, symbols, start, end, fields, memory_budget_mb, dtype)
-        for a in arrays.values():
-            a.fill(np.nan)
-        _fill(req, arrays)
+    _fill(req, arrays)
     dates = pd.DatetimeIndex((_EPOCH + req.days.astype("timedelta64[D]")).astype("datetime64[ns]"))
     meta = {s: req.store.meta[s] for s in req.symbols if s in req.store.meta}
     return Panel(dates, req.symbols, arrays, meta={"symbols": meta, "store": str(req.store.root),

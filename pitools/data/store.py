@@ -126,9 +126,17 @@ class SymbolInfo:
     symbol: str
     kind: str  # "equity" or "index"
     rows: int
-    first: pd.Timestamp
-    last: pd.Timestamp
+    first_day: int  # days since 1970-01-01, as the manifest keeps them
+    last_day: int
     meta: dict = field(default_factory=dict)
+
+    @property
+    def first(self) -> pd.Timestamp:
+        return pd.Timestamp(_iso(self.first_day))
+
+    @property
+    def last(self) -> pd.Timestamp:
+        return pd.Timestamp(_iso(self.last_day))
 
 
 def _kind_of(symbol: str) -> str:
@@ -201,8 +209,7 @@ class Store:
                     first[s] = min(first.get(s, 1 << 40), int(part.sym_first[i]))
                     last[s] = max(last.get(s, -(1 << 40)), int(part.sym_last[i]))
             self._infos = {
-                s: SymbolInfo(s, _kind_of(s), rows[s], pd.Timestamp(_iso(first[s])),
-                              pd.Timestamp(_iso(last[s])), dict(self.meta.get(s, {})))
+                s: SymbolInfo(s, _kind_of(s), rows[s], first[s], last[s], dict(self.meta.get(s, {})))
                 for s in sorted(rows)
             }
         return self._infos
