@@ -39,3 +39,19 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "pitools", *args], cwd=cwd or ROOT, env=full_env,
                           capture_output=True, text=True, timeout=300)
+
+
+def random_ohlc(n: int, seed: int, start: float, open_noise: float, missing=()):
+    """A seeded random-walk OHLC series (consistent low <= open, close <= high) with NaN
+    over each slice of `missing` — bars the symbol does not have."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    c = start * np.exp(np.cumsum(rng.normal(0, 0.015, n)))
+    o = np.r_[c[0], c[:-1]] * np.exp(rng.normal(0, open_noise, n))
+    h = np.maximum(o, c) * (1 + rng.uniform(0, 0.01, n))
+    lo = np.minimum(o, c) * (1 - rng.uniform(0, 0.01, n))
+    for gap in missing:
+        for a in (o, h, lo, c):
+            a[gap] = np.nan
+    return o, h, lo, c

@@ -9,23 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import random_ohlc
 from pitools.kernels.simulation import T_EXIT_PRICE, T_OPEN_AT_END, T_PNL, simulate_nb
 
 NO_TRAIL = np.empty(0)
 
 
 def bars(n: int, seed: int, gaps: bool):
-    rng = np.random.default_rng(seed)
-    c = 50 * np.exp(np.cumsum(rng.normal(0, 0.015, n)))
-    o = np.r_[c[0], c[:-1]] * np.exp(rng.normal(0, 0.004, n))
-    h = np.maximum(o, c) * (1 + rng.uniform(0, 0.01, n))
-    lo = np.minimum(o, c) * (1 - rng.uniform(0, 0.01, n))
-    if gaps:
-        for a in (o, h, lo, c):
-            a[:7] = np.nan  # listed late
-            a[40:43] = np.nan  # a halt
-            a[-5:] = np.nan  # delisted
-    return o, h, lo, c
+    # listed late, a halt, delisted
+    missing = (slice(None, 7), slice(40, 43), slice(-5, None)) if gaps else ()
+    return random_ohlc(n, seed, 50.0, 0.004, missing)
 
 
 def reference(o, h, lo, c, target, fill_close, long_only, fees, slip, cash, integer):

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pitools as pt
+from conftest import random_ohlc
 from pitools.errors import DataError
 from pitools.kernels import signals
 
@@ -17,17 +18,7 @@ EIGHT = ["sma_cross", "macd", "rsi_reversion", "bollinger_reversion", "donchian_
 
 
 def ohlc(n=400, seed=3, gaps=True):
-    rng = np.random.default_rng(seed)
-    c = 80 * np.exp(np.cumsum(rng.normal(0, 0.015, n)))
-    o = np.r_[c[0], c[:-1]] * np.exp(rng.normal(0, 0.003, n))
-    h = np.maximum(o, c) * (1 + rng.uniform(0, 0.01, n))
-    lo = np.minimum(o, c) * (1 - rng.uniform(0, 0.01, n))
-    if gaps:
-        for a in (o, h, lo, c):
-            a[:15] = np.nan
-            a[100:104] = np.nan
-            a[250] = np.nan
-    return o, h, lo, c
+    return random_ohlc(n, seed, 80.0, 0.003, (slice(None, 15), slice(100, 104), 250) if gaps else ())
 
 
 def test_registry_has_the_eight_with_spaces_and_defaults_that_validate():
