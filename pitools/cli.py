@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -114,7 +115,9 @@ def _cmd_ingest(args) -> int:
 
 
 def _cmd_summary(args) -> int:
-    from .data import Store, load_panel
+    import numpy as np
+
+    from .data import Store, load_panel, load_series
     from .data.panel import select_universe
     from .memory import format_mb, peak_rss_bytes
 
@@ -127,8 +130,6 @@ def _cmd_summary(args) -> int:
     took = time.perf_counter() - t0
     est = panel.meta["estimate"]
     close = panel.close
-    import numpy as np
-
     coverage = float(np.isfinite(close).mean()) if close.size else 0.0
     first_idx = np.argmax(np.isfinite(close), axis=0)
     last_idx = close.shape[0] - 1 - np.argmax(np.isfinite(close[::-1]), axis=0)
@@ -149,8 +150,6 @@ def _cmd_summary(args) -> int:
     print(f"  worst   : {worst}")
     for name in ("^GSPC", "^VIX"):
         if name in store.symbols("index") and store.symbol_info(name).last >= start:
-            from .data import load_series
-
             s = load_series(store, name, start=start)
             print(f"  {name:<8}: {s.iloc[-1]:,.2f} on {s.index[-1].date()} "
                   f"({s.iloc[-1] / s.iloc[0] - 1:+.1%} over the window)")
@@ -174,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"pitools {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `pitools summary | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -168,6 +168,7 @@ def _paths(seed: int, syms: list[_Symbol], mkt: _Market, w0: int) -> dict[str, n
     ret = np.diff(dev, axis=0, prepend=0.0)
     close = np.array([s.price0 for s in syms])[None, :] * np.exp(dev)
     day_vol = np.sqrt((beta[None, :] * mkt.sigma[:, None]) ** 2 + (idio[None, :] * level) ** 2)
+    # The open is the previous close moved by 30 % of the day's return (the overnight gap).
     open_ = close * np.exp(-ret + 0.3 * ret + 0.2 * day_vol * z[:, :, 1])
     top = np.maximum(open_, close)
     bottom = np.minimum(open_, close)

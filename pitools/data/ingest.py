@@ -201,7 +201,7 @@ def _read(path: Path, fmt: str) -> tuple[pd.DataFrame, str | None, str]:
         headers = [re.sub(r"\s", "", str(c)).lower() for c in frame.columns]
         detected = "stooq" if any(h.startswith("<") for h in headers) else (
             "yahoo" if "adjclose" in headers else "csv")
-        if fmt == "stooq" or detected == "stooq":
+        if fmt == "stooq":
             detected = "stooq"
     mapping = _canonical(frame.columns)
     frame = frame.rename(columns=mapping)[list(mapping.values())]
