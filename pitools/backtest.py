@@ -84,7 +84,7 @@ def _stats(run: _Run):
     p = run.panel
     if run.strategy.portfolio_level:
         return run_targets_nb(run.universe_targets(), p.open, p.high, p.low, p.close, *run.settings())
-    return run_symbols_nb(run.strategy.signal_kernel(), p.open, p.high, p.low, p.close, run.param_array,
+    return run_symbols_nb(run.strategy.kernel_nb(), p.open, p.high, p.low, p.close, run.param_array,
                           *run.settings())
 
 

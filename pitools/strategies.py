@@ -15,6 +15,7 @@ strategy can also be gated by the market regime (the ``regime_filter`` argument 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -76,11 +77,21 @@ class Strategy:
                 raise DataError(f"{self.name}: {message} (got {shown})")
         return out
 
-    def signal_kernel(self):
-        """The numba kernel (imported on first use: numba is not loaded by ``import pitools``)."""
+    def kernel_nb(self):
+        """The numba signal kernel, writing into buffers (imported on first use: numba is not
+        loaded by ``import pitools``)."""
         from .kernels import signals
 
         return getattr(signals, self.kernel)
+
+    def signal_kernel(self):
+        """``f(open, high, low, close, params) -> (target, trail)`` with fresh arrays
+        (portfolio-level strategies: their kernel, ``f(close_2d, params) -> targets``)."""
+        from .kernels import signals
+
+        if self.portfolio_level:
+            return self.kernel_nb()
+        return functools.partial(signals.signals_nb, self.kernel_nb())
 
 
 REGISTRY: dict[str, Strategy] = {}

@@ -33,8 +33,8 @@ Trade metrics over closed trades' pnl (non-finite pnl values are ignored):
   (every pnl exactly 0).
 
 Accumulation is float64 whatever the input dtype: Welford's update for the mean and
-variance of the returns, Neumaier-compensated sums for the downside deviation and the
-gross profit/loss. Every metric of ``equity[:t]`` depends on bars ``0..t-1`` only, so a
+variance of the returns, a plain sum for the downside deviation (positive terms: accurate
+to n·eps) and Neumaier-compensated sums for the gross profit/loss. Every metric of ``equity[:t]`` depends on bars ``0..t-1`` only, so a
 running value never uses a later bar.
 
 No validation here: matching lengths, dtypes and ``periods_per_year > 0`` are the
@@ -49,7 +49,8 @@ import numpy as np
 __all__ = [
     "equity_metrics_nb", "trade_metrics_nb", "metrics_to_dict",
     "METRIC_NAMES", "TOTAL_RETURN", "CAGR", "SHARPE", "SORTINO", "MAX_DRAWDOWN", "CALMAR",
-    "EXPOSURE", "N_PERIODS",
+    "EXPOSURE", "N_PERIODS", "metrics_start", "metrics_push", "metrics_finish",
+    "TRADE_STATE_SIZE", "trade_push", "trade_finish",
     "TRADE_METRIC_NAMES", "N_TRADES", "WIN_RATE", "PROFIT_FACTOR",
 ]
 
@@ -77,56 +78,52 @@ def _neumaier_add(total, comp, x):
     return t, comp
 
 
+# Running state of the equity metrics, a tuple of floats so that a loop calling
+# metrics_push keeps it in registers: (n_finite, first, prev, n_exposed, n, mean, m2,
+# down, peak, max_dd, dd_limit).
 @_jit
-def equity_metrics_nb(equity, exposure, periods_per_year):
-    """Metrics of one equity curve in one pass; a float64 array in ``METRIC_NAMES`` order.
+def metrics_start():
+    """The empty running state of :func:`metrics_push`."""
+    return (0.0, np.nan, np.nan, 0.0, 0.0, 0.0, 0.0, 0.0, np.nan, 0.0, np.nan)
 
-    `equity` is 1-D float (NaN where the series has no bar), `exposure` 1-D bool/uint8 of
-    the same length (nonzero where a position was held during the bar), `periods_per_year`
-    e.g. 252.0 for daily bars.
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def metrics_push(acc, e, exposed):
+    """Add one finite equity value `e` (float64) with its exposure flag (0/1) to the state.
+
+    Written for speed (it runs once per bar of every backtest): no unpredictable branch,
+    one division on no loop-carried chain besides the return itself.
     """
-    out = np.full(_N_METRICS, np.nan)
-    first = np.nan
-    prev = np.nan
-    n_finite = 0
-    n_exposed = 0
-    # Welford running mean / sum of squared deviations of the returns
-    n = 0
-    mean = 0.0
-    m2 = 0.0
-    # Neumaier-compensated sum of min(r, 0)^2
-    down = 0.0
-    down_c = 0.0
-    peak = np.nan
-    max_dd = 0.0
-    for i in range(equity.shape[0]):
-        e = np.float64(equity[i])
-        if not np.isfinite(e):
-            continue
-        if exposure[i]:
-            n_exposed += 1
-        if n_finite == 0:
-            first = e
-            peak = e
-        else:
-            r = e / prev - 1.0
-            n += 1
-            delta = r - mean
-            mean += delta / n
-            m2 += delta * (r - mean)
-            if r < 0.0:
-                down, down_c = _neumaier_add(down, down_c, r * r)
-            if e > peak:
-                peak = e
-            else:
-                dd = 1.0 - e / peak
-                if dd > max_dd:
-                    max_dd = dd
-        n_finite += 1
-        prev = e
-    if n_finite == 0:
-        return out
-    last = prev
+    n_finite, first, prev, n_exposed, n, mean, m2, down, peak, max_dd, dd_limit = acc
+    n_exposed += exposed
+    if n_finite == 0.0:
+        return (1.0, e, e, n_exposed, n, mean, m2, down, e, max_dd, e)
+    r = e / prev - 1.0
+    n += 1.0
+    # Welford; the reciprocal keeps the division off the loop-carried chain of `mean`
+    delta = r - mean
+    mean += delta * (1.0 / n)
+    m2 += delta * (r - mean)
+    neg = min(r, 0.0)  # a sum of positive terms: plain summation is accurate to n·eps
+    down += neg * neg
+    if e > peak:
+        peak = e
+        dd_limit = peak * (1.0 - max_dd)
+    elif e < dd_limit:  # only a deeper drawdown than max_dd pays for a division
+        dd = 1.0 - e / peak
+        if dd > max_dd:
+            max_dd = dd
+            dd_limit = peak * (1.0 - max_dd)
+    return (n_finite + 1.0, first, e, n_exposed, n, mean, m2, down, peak, max_dd, dd_limit)
+
+
+@_jit
+def metrics_finish(acc, periods_per_year, out):
+    """Write the metrics of the state into `out` (``METRIC_NAMES`` order, NaN-filled first)."""
+    n_finite, first, last, n_exposed, n, mean, m2, down, peak, max_dd, dd_limit = acc
+    out[:_N_METRICS] = np.nan
+    if n_finite == 0.0:
+        return
     ann = np.sqrt(periods_per_year)
     out[TOTAL_RETURN] = last / first - 1.0
     if n > 0:
@@ -134,7 +131,7 @@ def equity_metrics_nb(equity, exposure, periods_per_year):
             out[CAGR] = -1.0
         else:
             out[CAGR] = (last / first) ** (periods_per_year / n) - 1.0
-        downside_dev = np.sqrt((down + down_c) / n)
+        downside_dev = np.sqrt(down / n)
         if downside_dev > 0.0:
             out[SORTINO] = mean / downside_dev * ann
     if n > 1 and m2 > 0.0:
@@ -144,39 +141,70 @@ def equity_metrics_nb(equity, exposure, periods_per_year):
         out[CALMAR] = out[CAGR] / max_dd
     out[EXPOSURE] = n_exposed / n_finite
     out[N_PERIODS] = n
+
+
+@_jit
+def equity_metrics_nb(equity, exposure, periods_per_year):
+    """Metrics of one equity curve in one pass; a float64 array in ``METRIC_NAMES`` order.
+
+    `equity` is 1-D float (NaN where the series has no bar), `exposure` 1-D bool/uint8 of
+    the same length (nonzero where a position was held during the bar), `periods_per_year`
+    e.g. 252.0 for daily bars.
+    """
+    acc = metrics_start()
+    for i in range(equity.shape[0]):
+        e = np.float64(equity[i])
+        if np.isfinite(e):
+            acc = metrics_push(acc, e, 1.0 if exposure[i] else 0.0)
+    out = np.empty(_N_METRICS)
+    metrics_finish(acc, periods_per_year, out)
     return out
+
+
+# Running state of the trade metrics, kept in 6 slots of a float64 array from `at`:
+# count, wins, gross profit and loss with their Neumaier compensations.
+TRADE_STATE_SIZE = 6
+
+
+@_jit
+def trade_push(state, at, pnl):
+    """Add one closed trade's pnl to the trade-metric state stored in ``state[at:at + 6]``."""
+    p = np.float64(pnl)
+    if not np.isfinite(p):
+        return
+    state[at] += 1.0
+    if p > 0.0:
+        state[at + 1] += 1.0
+        state[at + 2], state[at + 3] = _neumaier_add(state[at + 2], state[at + 3], p)
+    elif p < 0.0:
+        state[at + 4], state[at + 5] = _neumaier_add(state[at + 4], state[at + 5], -p)
+
+
+@_jit
+def trade_finish(state, at, out):
+    """``[n_trades, win_rate, profit_factor]`` of the state into `out`."""
+    n = state[at]
+    out[:_N_TRADE_METRICS] = np.nan
+    out[N_TRADES] = n
+    if n == 0:
+        return
+    out[WIN_RATE] = state[at + 1] / n
+    gross_profit = state[at + 2] + state[at + 3]
+    gross_loss = state[at + 4] + state[at + 5]
+    if gross_loss > 0.0:
+        out[PROFIT_FACTOR] = gross_profit / gross_loss
+    elif gross_profit > 0.0:
+        out[PROFIT_FACTOR] = np.inf
 
 
 @_jit
 def trade_metrics_nb(pnl):
     """``[n_trades, win_rate, profit_factor]`` of closed trades' pnl (1-D float)."""
-    out = np.full(_N_TRADE_METRICS, np.nan)
-    n = 0
-    wins = 0
-    gp = 0.0
-    gp_c = 0.0
-    gl = 0.0
-    gl_c = 0.0
+    state = np.zeros(TRADE_STATE_SIZE)
     for i in range(pnl.shape[0]):
-        p = np.float64(pnl[i])
-        if not np.isfinite(p):
-            continue
-        n += 1
-        if p > 0.0:
-            wins += 1
-            gp, gp_c = _neumaier_add(gp, gp_c, p)
-        elif p < 0.0:
-            gl, gl_c = _neumaier_add(gl, gl_c, -p)
-    out[N_TRADES] = n
-    if n == 0:
-        return out
-    out[WIN_RATE] = wins / n
-    gross_profit = gp + gp_c
-    gross_loss = gl + gl_c
-    if gross_loss > 0.0:
-        out[PROFIT_FACTOR] = gross_profit / gross_loss
-    elif gross_profit > 0.0:
-        out[PROFIT_FACTOR] = np.inf
+        trade_push(state, 0, pnl[i])
+    out = np.empty(_N_TRADE_METRICS)
+    trade_finish(state, 0, out)
     return out
 
 

@@ -29,7 +29,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["simulate_nb", "TRADE_FIELDS", "T_ENTRY_BAR", "T_EXIT_BAR", "T_SIDE", "T_SIZE", "T_ENTRY_PRICE",
+from .metrics import (EXPOSURE, METRIC_NAMES, N_TRADES, PROFIT_FACTOR, TRADE_METRIC_NAMES, TRADE_STATE_SIZE,
+                      WIN_RATE, metrics_finish, metrics_push, metrics_start, trade_finish, trade_push)
+
+__all__ = ["simulate_nb", "simulate_into_nb", "STAT_FIELDS", "N_STATS", "TRADE_FIELDS", "T_ENTRY_BAR", "T_EXIT_BAR", "T_SIDE", "T_SIZE", "T_ENTRY_PRICE",
            "T_EXIT_PRICE", "T_PNL", "T_RETURN", "T_OPEN_AT_END"]
 
 _jit = numba.njit(cache=True, error_model="numpy")
@@ -39,63 +42,64 @@ TRADE_FIELDS = ("entry_bar", "exit_bar", "side", "size", "entry_price", "exit_pr
 T_ENTRY_BAR, T_EXIT_BAR, T_SIDE, T_SIZE, T_ENTRY_PRICE, T_EXIT_PRICE, T_PNL, T_RETURN, T_OPEN_AT_END = range(9)
 
 
-# Slots of the position state array (a small array, so helpers can change it in place).
-_BAL, _POS, _SHARES, _ENTRY_PX, _ENTRY_FEE, _ENTRY_BAR = range(6)
+# Columns of the per-symbol stats row written by simulate_into_nb (pitools.backtest.STAT_COLUMNS).
+STAT_FIELDS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "n_trades", "win_rate",
+               "exposure", "profit_factor", "final_equity")
+N_STATS = len(STAT_FIELDS)
+
+# Helpers of the per-bar loop are inlined by numba itself, so the position state stays in
+# registers (scalars in, tuples out) instead of going through memory each bar.
+_inline = numba.njit(cache=True, error_model="numpy", inline="always")
 
 
-@_jit
+@_inline
 def _fill_price(price, side, slippage):
     """Price paid (side=+1, buying) or received (side=-1, selling) after slippage."""
     return price * (1.0 + slippage) if side > 0 else price * (1.0 - slippage)
 
 
-@_jit
-def _record(st, trades, k, exit_bar, exit_px, pnl, open_at_end):
-    shares, entry_px, entry_fee = st[_SHARES], st[_ENTRY_PX], st[_ENTRY_FEE]
-    trades[k, T_ENTRY_BAR] = st[_ENTRY_BAR]
-    trades[k, T_EXIT_BAR] = exit_bar
-    trades[k, T_SIDE] = st[_POS]
-    trades[k, T_SIZE] = shares
-    trades[k, T_ENTRY_PRICE] = entry_px
-    trades[k, T_EXIT_PRICE] = exit_px
-    trades[k, T_PNL] = pnl
-    trades[k, T_RETURN] = pnl / (shares * entry_px + entry_fee)
-    trades[k, T_OPEN_AT_END] = open_at_end
+@_inline
+def _record(trades, k, entry_bar, exit_bar, side, shares, entry_px, entry_fee, exit_px, pnl, open_at_end):
+    """Write trade `k` when trades are recorded (an empty `trades` records none); returns k + 1."""
+    if k < trades.shape[0]:
+        trades[k, T_ENTRY_BAR] = entry_bar
+        trades[k, T_EXIT_BAR] = exit_bar
+        trades[k, T_SIDE] = side
+        trades[k, T_SIZE] = shares
+        trades[k, T_ENTRY_PRICE] = entry_px
+        trades[k, T_EXIT_PRICE] = exit_px
+        trades[k, T_PNL] = pnl
+        trades[k, T_RETURN] = pnl / (shares * entry_px + entry_fee)
+        trades[k, T_OPEN_AT_END] = open_at_end
     return k + 1
 
 
-@_jit
-def _close(st, price, t, slippage, fees, trades, k):
-    """Close the position at `price` (before slippage); returns the new trade count."""
-    pos, shares = st[_POS], st[_SHARES]
+@_inline
+def _close(bal, pos, shares, entry_px, entry_fee, entry_bar, price, t, slippage, fees, trades, k, trade_state):
+    """Close the position at `price` (before slippage): the new (balance, trade count)."""
     px = _fill_price(price, -pos, slippage)
     fee = shares * px * fees
-    st[_BAL] += pos * shares * px - fee
-    k = _record(st, trades, k, t, px, pos * shares * (px - st[_ENTRY_PX]) - st[_ENTRY_FEE] - fee, 0.0)
-    st[_POS] = 0.0
-    st[_SHARES] = 0.0
-    return k
+    pnl = pos * shares * (px - entry_px) - entry_fee - fee
+    trade_push(trade_state, 0, pnl)
+    k = _record(trades, k, entry_bar, t, pos, shares, entry_px, entry_fee, px, pnl, 0.0)
+    return bal + pos * shares * px - fee, k
 
 
-@_jit
-def _open(st, to, price, t, slippage, fees, integer_shares):
-    """Spend the whole balance on a position of side `to`; False if not even one share fits."""
+@_inline
+def _open(bal, to, price, slippage, fees, integer_shares):
+    """Spend the whole balance on side `to`: (balance, shares, entry price, entry fee);
+    shares is 0 when not even one share fits (nothing is bought)."""
     px = _fill_price(price, to, slippage)
-    size = st[_BAL] / (px * (1.0 + fees))
+    size = bal / (px * (1.0 + fees))
     if integer_shares:
         size = np.floor(size)
     if size <= 0.0:
-        return False
-    st[_ENTRY_FEE] = size * px * fees
-    st[_BAL] -= to * size * px + st[_ENTRY_FEE]
-    st[_POS] = to
-    st[_SHARES] = size
-    st[_ENTRY_PX] = px
-    st[_ENTRY_BAR] = t
-    return True
+        return bal, 0.0, 0.0, 0.0
+    fee = size * px * fees
+    return bal - (to * size * px + fee), size, px, fee
 
 
-@_jit
+@_inline
 def _protective_exit(pos, entry_px, stop_loss, take_profit, trail_level, o, h, lo):
     """The price at which a stop, trailing stop or target fills in this bar, or NaN."""
     stop = entry_px * (1.0 - pos * stop_loss) if np.isfinite(stop_loss) else np.nan
@@ -115,6 +119,172 @@ def _protective_exit(pos, entry_px, stop_loss, take_profit, trail_level, o, h, l
 
 
 @_jit
+def simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, long_only, fees, slippage, cash,
+                     integer_shares, stop_loss, take_profit, equity, exposure, trades, stats, ret_sum, ret_count):
+    """The simulation and its metrics in one pass over one symbol's bars; returns the trade count.
+
+    Inputs as :func:`simulate_nb`, plus `gate` (per-bar bool: False forces the target flat;
+    empty = no filter). Outputs, each skipped when passed empty:
+
+    * `equity` (float64, n) and `exposure` (uint8, n) per bar, `trades` ((n + 1) × 9);
+    * `stats` (``N_STATS``): the ``STAT_FIELDS`` of the symbol — the metrics are
+      accumulated as the bars go, so no per-bar array is needed for them;
+    * `ret_sum` (n), `ret_count` (n + 1): each bar's return is added to ``ret_sum`` from the
+      symbol's second bar on (0 for a wiped-out account), and 1 is added to ``ret_count`` at
+      that second bar; the cumulative sum of ``ret_count`` is then, bar by bar, the number
+      of symbols in the equal-weight portfolio (a symbol stays in it, in cash, after its
+      last bar). One add per symbol instead of one per bar.
+    """
+    n = close.shape[0]
+    record = equity.shape[0] == n
+    use_trail = trail.shape[0] == n
+    use_gate = gate.shape[0] == n
+    add_returns = ret_sum.shape[0] == n
+    has_stops = np.isfinite(stop_loss) or np.isfinite(take_profit)
+    k = 0
+    trade_state = np.zeros(TRADE_STATE_SIZE)
+    bal = cash
+    pos = 0.0  # +1 long, -1 short, 0 flat
+    shares = 0.0
+    entry_px = 0.0
+    entry_fee = 0.0
+    entry_bar = 0.0
+    best = 0.0  # best high (long) / low (short) since entry, for the trailing stop
+    trail_level = np.nan
+    pending = np.nan  # a target waiting for the next valid open
+    held = np.nan  # the target last acted on
+    blocked = False  # flat after a protective exit until the target changes
+    ruined = False  # equity reached 0: nothing trades any more
+    last_valid = -1
+    first_valid = -1
+    acc = metrics_start()
+    prev_e = np.nan
+    gap_exposed = 0.0  # held bars of a gap, counted once a later bar shows the symbol still exists
+
+    for t in range(n):
+        o, h, lo, c = open_[t], high[t], low[t], close[t]
+        # a NaN or inf in any of the four makes the float64 sum non-finite (one test, not four)
+        if not np.isfinite(np.float64(o) + np.float64(h) + np.float64(lo) + np.float64(c)):
+            if last_valid >= 0:  # a missing bar: equity carried, so no fake return appears
+                held_now = 1.0 if pos != 0 else 0.0
+                gap_exposed += held_now
+                acc = metrics_push(acc, prev_e, 0.0)
+                if record:
+                    equity[t] = prev_e
+                    exposure[t] = np.uint8(held_now)
+            continue
+        if last_valid < 0:
+            first_valid = t
+        last_valid = t
+        pos_at_open = pos
+
+        # (1) the order of the previous valid bar fills at this open
+        if np.isfinite(pending):
+            to = pending
+            pending = np.nan
+            if to != pos:
+                if pos != 0:
+                    bal, k = _close(bal, pos, shares, entry_px, entry_fee, entry_bar, o, t, slippage, fees, trades,
+                                    k, trade_state)
+                    pos = 0.0
+                    trail_level = np.nan
+                if to != 0:
+                    bal, shares, entry_px, entry_fee = _open(bal, to, o, slippage, fees, integer_shares)
+                    if shares > 0.0:
+                        pos = to
+                        entry_bar = t
+                        best = h if to > 0 else lo
+                        trail_level = np.nan
+
+        # (2) protective exits inside this bar
+        if pos != 0 and (has_stops or np.isfinite(trail_level)):
+            px = _protective_exit(pos, entry_px, stop_loss, take_profit, trail_level, o, h, lo)
+            if np.isfinite(px):
+                bal, k = _close(bal, pos, shares, entry_px, entry_fee, entry_bar, px, t, slippage, fees, trades, k,
+                                trade_state)
+                pos = 0.0
+                trail_level = np.nan
+                blocked = True
+
+        # (3) this bar's target: act at the close, or at the next open
+        want = target[t] if not ruined else np.nan
+        if use_gate and not gate[t] and np.isfinite(want):
+            want = 0.0  # the regime filter forbids positions this bar
+        if np.isfinite(want):
+            if long_only and want < 0:
+                want = 0.0
+            want = 1.0 if want > 0 else (-1.0 if want < 0 else 0.0)
+            if blocked and want == held:
+                want = np.nan  # the signal that was stopped out is still on: stay flat
+            else:
+                blocked = False
+                held = want
+        if np.isfinite(want) and want != pos:
+            if fill_close:
+                if pos != 0:
+                    bal, k = _close(bal, pos, shares, entry_px, entry_fee, entry_bar, c, t, slippage, fees, trades,
+                                    k, trade_state)
+                    pos = 0.0
+                    trail_level = np.nan
+                if want != 0:
+                    bal, shares, entry_px, entry_fee = _open(bal, want, c, slippage, fees, integer_shares)
+                    if shares > 0.0:
+                        pos = want
+                        entry_bar = t
+                        best = c
+                        trail_level = np.nan
+            else:
+                pending = want
+
+        # (4) the trailing stop ratchets on this bar's extremes, for the next bar
+        if pos != 0 and use_trail and np.isfinite(trail[t]):
+            best = max(best, h) if pos > 0 else min(best, lo)
+            level = best - pos * trail[t]
+            if not np.isfinite(trail_level) or pos * (level - trail_level) > 0:
+                trail_level = level
+
+        e = bal + pos * shares * np.float64(c)
+        exposed = 1.0 if (pos != 0 or pos_at_open != 0) else 0.0
+        if e <= 0.0 and not ruined:
+            # The account is wiped out (a short squeezed past its equity): the broker closes
+            # the position at this close and the symbol trades no more, as backtesting.py stops.
+            if pos != 0:
+                bal, k = _close(bal, pos, shares, entry_px, entry_fee, entry_bar, c, t, 0.0, 0.0, trades, k,
+                                trade_state)
+                pos = 0.0
+            ruined = True
+            bal = 0.0
+            e = 0.0
+            pending = np.nan
+        acc = metrics_push(acc, e, exposed + gap_exposed)
+        gap_exposed = 0.0
+        if add_returns and e != prev_e and prev_e > 0.0:  # only a change adds to the sum
+            ret_sum[t] += e / prev_e - 1.0
+        if record:
+            equity[t] = e
+            exposure[t] = np.uint8(exposed)
+        prev_e = e
+
+    if pos != 0 and last_valid >= 0:
+        c = close[last_valid]
+        pnl = pos * shares * (c - entry_px) - entry_fee
+        k = _record(trades, k, entry_bar, last_valid, pos, shares, entry_px, entry_fee, c, pnl, 1.0)
+    if add_returns and first_valid >= 0:
+        ret_count[first_valid + 1] += 1.0  # counted from its second bar on: see the docstring
+    if record:
+        exposure[last_valid + 1:] = 0  # after the last bar the symbol is gone, not held
+    if stats.shape[0] >= N_STATS:
+        m = np.empty(len(METRIC_NAMES))
+        metrics_finish(acc, 252.0, m)
+        tm = np.empty(len(TRADE_METRIC_NAMES))
+        trade_finish(trade_state, 0, tm)
+        stats[0], stats[1], stats[2], stats[3], stats[4], stats[5] = m[0], m[1], m[2], m[3], m[4], m[5]
+        stats[6], stats[7], stats[8], stats[9], stats[10] = tm[N_TRADES], tm[WIN_RATE], m[EXPOSURE], \
+            tm[PROFIT_FACTOR], prev_e
+    return k
+
+
+@_jit
 def simulate_nb(open_, high, low, close, target, fill_close, long_only, fees, slippage, cash,
                 integer_shares, stop_loss, take_profit, trail):
     """Simulate one symbol. Returns (equity, exposure, trades) — see the module docstring.
@@ -126,93 +296,8 @@ def simulate_nb(open_, high, low, close, target, fill_close, long_only, fees, sl
     equity = np.full(n, np.nan)
     exposure = np.zeros(n, np.uint8)
     trades = np.empty((n + 1, len(TRADE_FIELDS)))
-    k = 0
-    use_trail = trail.shape[0] == n
-    st = np.zeros(6)
-    st[_BAL] = cash
-    best = 0.0  # best high (long) / low (short) since entry, for the trailing stop
-    trail_level = np.nan
-    pending = np.nan  # a target waiting for the next valid open
-    held = np.nan  # the target last acted on
-    blocked = False  # flat after a protective exit until the target changes
-    ruined = False  # equity reached 0: nothing trades any more
-    last_valid = -1
-
-    for t in range(n):
-        o, h, lo, c = open_[t], high[t], low[t], close[t]
-        if not (np.isfinite(o) and np.isfinite(h) and np.isfinite(lo) and np.isfinite(c)):
-            if last_valid >= 0:  # a missing bar: equity carried, so no fake return appears
-                equity[t] = equity[last_valid]
-                exposure[t] = 1 if st[_POS] != 0 else 0
-            continue
-        last_valid = t
-        pos_at_open = st[_POS]
-
-        # (1) the order of the previous valid bar fills at this open
-        if np.isfinite(pending):
-            to = pending
-            pending = np.nan
-            if to != st[_POS]:
-                if st[_POS] != 0:
-                    k = _close(st, o, t, slippage, fees, trades, k)
-                    trail_level = np.nan
-                if to != 0 and _open(st, to, o, t, slippage, fees, integer_shares):
-                    best = h if to > 0 else lo
-                    trail_level = np.nan
-
-        # (2) protective exits inside this bar
-        if st[_POS] != 0:
-            px = _protective_exit(st[_POS], st[_ENTRY_PX], stop_loss, take_profit, trail_level, o, h, lo)
-            if np.isfinite(px):
-                k = _close(st, px, t, slippage, fees, trades, k)
-                trail_level = np.nan
-                blocked = True
-
-        # (3) this bar's target: act at the close, or at the next open
-        want = target[t] if not ruined else np.nan
-        if np.isfinite(want):
-            if long_only and want < 0:
-                want = 0.0
-            want = 1.0 if want > 0 else (-1.0 if want < 0 else 0.0)
-            if blocked and want == held:
-                want = np.nan  # the signal that was stopped out is still on: stay flat
-            else:
-                blocked = False
-                held = want
-        if np.isfinite(want) and want != st[_POS]:
-            if fill_close:
-                if st[_POS] != 0:
-                    k = _close(st, c, t, slippage, fees, trades, k)
-                    trail_level = np.nan
-                if want != 0 and _open(st, want, c, t, slippage, fees, integer_shares):
-                    best = c
-                    trail_level = np.nan
-            else:
-                pending = want
-
-        # (4) the trailing stop ratchets on this bar's extremes, for the next bar
-        pos = st[_POS]
-        if pos != 0 and use_trail and np.isfinite(trail[t]):
-            best = max(best, h) if pos > 0 else min(best, lo)
-            level = best - pos * trail[t]
-            if not np.isfinite(trail_level) or pos * (level - trail_level) > 0:
-                trail_level = level
-
-        equity[t] = st[_BAL] + pos * st[_SHARES] * c
-        exposure[t] = 1 if (pos != 0 or pos_at_open != 0) else 0
-        if equity[t] <= 0.0 and not ruined:
-            # The account is wiped out (a short squeezed past its equity): the broker closes
-            # the position at this close and the symbol trades no more, as backtesting.py stops.
-            if pos != 0:
-                k = _close(st, c, t, 0.0, 0.0, trades, k)
-            ruined = True
-            st[_BAL] = 0.0
-            equity[t] = 0.0
-            pending = np.nan
-
-    exposure[last_valid + 1:] = 0  # after the last bar the symbol is gone, not held
-    if st[_POS] != 0 and last_valid >= 0:
-        c = close[last_valid]
-        pnl = st[_POS] * st[_SHARES] * (c - st[_ENTRY_PX]) - st[_ENTRY_FEE]
-        k = _record(st, trades, k, last_valid, c, pnl, 1.0)
+    none = np.empty(0)
+    k = simulate_into_nb(open_, high, low, close, target, trail, np.empty(0, np.bool_), fill_close, long_only, fees,
+                         slippage, cash, integer_shares, stop_loss, take_profit, equity, exposure, trades, none,
+                         none, none)
     return equity, exposure, trades[:k].copy()
