@@ -84,13 +84,22 @@ class Strategy:
 
         return getattr(signals, self.kernel)
 
+    @property
+    def builtin_id(self) -> int | None:
+        """The number of a built-in signal kernel (cached by numba once for all), else None."""
+        from .kernels.driver import BUILTIN_KERNELS
+
+        return BUILTIN_KERNELS.index(self.kernel) if self.kernel in BUILTIN_KERNELS else None
+
     def signal_kernel(self):
         """``f(open, high, low, close, params) -> (target, trail)`` with fresh arrays
         (portfolio-level strategies: their kernel, ``f(close_2d, params) -> targets``)."""
-        from .kernels import signals
+        from .kernels import driver, signals
 
         if self.portfolio_level:
             return self.kernel_nb()
+        if self.builtin_id is not None:
+            return functools.partial(driver.builtin_signals_nb, self.builtin_id)
         return functools.partial(signals.signals_nb, self.kernel_nb())
 
 

@@ -53,6 +53,14 @@ def test_every_strategy_runs_and_reports_every_stat(panel, name):
     assert np.isfinite(res.portfolio[["total_return", "sharpe", "max_drawdown"]].astype(float)).all()
 
 
+@pytest.mark.parametrize("name", ["sma_cross", "atr_breakout", "xs_momentum"])
+def test_skipping_per_symbol_stats_changes_nothing_but_the_work(panel, name):
+    full = pt.backtest(name, panel, fees=0.001, direction="long_short", stop_loss=0.1)
+    lean = pt.backtest(name, panel, fees=0.001, direction="long_short", stop_loss=0.1, per_symbol_stats=False)
+    pd.testing.assert_series_equal(lean.portfolio, full.portfolio)
+    pd.testing.assert_frame_equal(lean.stats, full.stats)  # built by a second pass on first access
+
+
 def test_portfolio_is_the_equal_weight_mean_of_symbol_returns(panel):
     res = pt.backtest("macd", panel, fees=0.001)
     assert "_curves" not in res.__dict__  # equity and trades are not built by a plain run

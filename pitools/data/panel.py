@@ -45,7 +45,7 @@ class Panel:
         Bytes held by the arrays.
     """
 
-    __slots__ = ("dates", "symbols", "_arrays", "meta")
+    __slots__ = ("dates", "symbols", "_arrays", "meta", "_symbol_index")
 
     def __init__(self, dates: pd.DatetimeIndex, symbols: Sequence[str], arrays: dict[str, np.ndarray],
                  meta: dict | None = None):
@@ -57,6 +57,14 @@ class Panel:
         self.symbols = list(symbols)
         self._arrays = dict(arrays)
         self.meta = dict(meta or {})
+        self._symbol_index = None
+
+    @property
+    def symbol_index(self) -> pd.Index:
+        """The symbols as a pandas Index named ``symbol`` (built once: results reuse it)."""
+        if self._symbol_index is None:
+            self._symbol_index = pd.Index(self.symbols, name="symbol")
+        return self._symbol_index
 
     def field(self, name: str) -> np.ndarray:
         """The array of field `name`."""

@@ -128,7 +128,8 @@ def simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, l
 
     * `equity` (float64, n) and `exposure` (uint8, n) per bar, `trades` ((n + 1) × 9);
     * `stats` (``N_STATS``): the ``STAT_FIELDS`` of the symbol — the metrics are
-      accumulated as the bars go, so no per-bar array is needed for them;
+      accumulated as the bars go, so no per-bar array is needed for them; with a
+      1-element `stats` only the number of closed trades is added to ``stats[0]``;
     * `ret_sum` (n), `ret_count` (n + 1): each bar's return is added to ``ret_sum`` from the
       symbol's second bar on (0 for a wiped-out account), and 1 is added to ``ret_count`` at
       that second bar; the cumulative sum of ``ret_count`` is then, bar by bar, the number
@@ -141,6 +142,7 @@ def simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, l
     use_gate = gate.shape[0] == n
     add_returns = ret_sum.shape[0] == n
     has_stops = np.isfinite(stop_loss) or np.isfinite(take_profit)
+    want_stats = stats.shape[0] >= N_STATS  # the running metrics are ~40 % of the pass
     k = 0
     trade_state = np.zeros(TRADE_STATE_SIZE)
     bal = cash
@@ -168,7 +170,8 @@ def simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, l
             if last_valid >= 0:  # a missing bar: equity carried, so no fake return appears
                 held_now = 1.0 if pos != 0 else 0.0
                 gap_exposed += held_now
-                acc = metrics_push(acc, prev_e, 0.0)
+                if want_stats:
+                    acc = metrics_push(acc, prev_e, 0.0)
                 if record:
                     equity[t] = prev_e
                     exposure[t] = np.uint8(held_now)
@@ -256,7 +259,8 @@ def simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, l
             bal = 0.0
             e = 0.0
             pending = np.nan
-        acc = metrics_push(acc, e, exposed + gap_exposed)
+        if want_stats:
+            acc = metrics_push(acc, e, exposed + gap_exposed)
         gap_exposed = 0.0
         if add_returns and e != prev_e and prev_e > 0.0:  # only a change adds to the sum
             ret_sum[t] += e / prev_e - 1.0
@@ -273,7 +277,7 @@ def simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, l
         ret_count[first_valid + 1] += 1.0  # counted from its second bar on: see the docstring
     if record:
         exposure[last_valid + 1:] = 0  # after the last bar the symbol is gone, not held
-    if stats.shape[0] >= N_STATS:
+    if want_stats:
         m = np.empty(len(METRIC_NAMES))
         metrics_finish(acc, 252.0, m)
         tm = np.empty(len(TRADE_METRIC_NAMES))
@@ -281,6 +285,8 @@ def simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, l
         stats[0], stats[1], stats[2], stats[3], stats[4], stats[5] = m[0], m[1], m[2], m[3], m[4], m[5]
         stats[6], stats[7], stats[8], stats[9], stats[10] = tm[N_TRADES], tm[WIN_RATE], m[EXPOSURE], \
             tm[PROFIT_FACTOR], prev_e
+    elif stats.shape[0] == 1:
+        stats[0] += trade_state[0]
     return k
 
 
