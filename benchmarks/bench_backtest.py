@@ -1,12 +1,14 @@
 """Backtest throughput: symbol-bars per second per core for every strategy.
 
-Runs ``pt.backtest`` (fees 0.001, long-only, default parameters) on a 100-symbol × 3-year
-and a 2,556-symbol × 20-year demo panel (built once and cached under ``benchmarks/.data``),
-after one warm-up call per strategy so numba compilation is not timed. One process, one
-core: the kernels are single-threaded by design.
+Runs ``pt.backtest(name, panel, fees=0.001)`` with default parameters (long-only, next-open
+fills) on a 100-symbol × 3-year and a 2,556-symbol × 20-year demo panel (built once and
+cached under ``benchmarks/.data``) and reads ``res.portfolio`` — what an optimizer scores.
+Two columns per panel: with the per-symbol stats (the default) and with
+``per_symbol_stats=False`` (the portfolio only). One warm-up call per strategy first, so
+numba compilation is not timed. One process, one core: the kernels are single-threaded.
 
 Goals of the backtest-engine issue: sma_cross >= 100 M symbol-bars/s/core, no strategy
-below 30 M. (Peer ratios against vectorbt and backtesting.py are still to be added here.)
+below 30 M.
 
     .venv/bin/python benchmarks/bench_backtest.py [--repeats 3] [--small-only]
 """
@@ -41,21 +43,24 @@ def main() -> None:
     import pitools as pt
 
     sizes = [(100, 3)] + ([] if args.small_only else [(2556, 20)])
-    print("backtest throughput, M symbol-bars/s on one core (median of", args.repeats, "runs)")
-    print(f"{'strategy':<22}" + "".join(f"{f'{s}x{y}y':>14}" for s, y in sizes) + "   goal")
+    print("backtest throughput, M symbol-bars/s on one core (median of", args.repeats, "runs);")
+    print("'stats': per-symbol stats and the portfolio, 'portfolio': per_symbol_stats=False")
+    print(f"{'strategy':<22}" + "".join(f"{f'{s}x{y}y stats':>17}{'portfolio':>11}" for s, y in sizes) + "   goal")
     panels = [pt.load_panel(store(s, y)) for s, y in sizes]
     for name in pt.strategies.names():
         row = f"{name:<22}"
         for panel in panels:
-            pt.backtest(name, panel, fees=0.001)  # warm-up: compile or load the numba cache
-            times = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                pt.backtest(name, panel, fees=0.001)
-                times.append(time.perf_counter() - t0)
-            row += f"{panel.n_bars * panel.n_symbols / statistics.median(times) / 1e6:14.1f}"
+            for per_symbol in (True, False):
+                run = lambda: pt.backtest(name, panel, fees=0.001, per_symbol_stats=per_symbol).portfolio  # noqa: E731
+                run()  # warm-up: compile or load the numba cache
+                times = []
+                for _ in range(args.repeats):
+                    t0 = time.perf_counter()
+                    run()
+                    times.append(time.perf_counter() - t0)
+                rate = panel.n_bars * panel.n_symbols / statistics.median(times) / 1e6
+                row += f"{rate:{17 if per_symbol else 11}.1f}"
         print(row + ("   >= 100" if name == "sma_cross" else "   >= 30"))
-
 
 if __name__ == "__main__":
     main()

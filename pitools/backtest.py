@@ -151,10 +151,9 @@ class BacktestResult:
             first = max(started[0] - 1, 0)
             equity[first:] = self._run.cash * np.cumprod(1.0 + r[first:])
         m = equity_metrics_nb(equity, active.astype(np.uint8), 252.0)
-        out = pd.Series(dict(zip(METRIC_NAMES, m)))
-        out["n_trades"] = self._n_trades
-        out["final_equity"] = equity[np.isfinite(equity)][-1] if np.isfinite(equity).any() else np.nan
-        return out
+        final = equity[np.isfinite(equity)][-1] if started.size else np.nan
+        # one Series from complete values: growing one by one costs pandas ~0.4 ms a key
+        return pd.Series(np.append(m, (self._n_trades, final)), index=METRIC_NAMES + ("n_trades", "final_equity"))
 
     @functools.cached_property
     def _curves(self):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .indicators import _rolling_max_dense, atr_nb, bollinger_nb, ema_nb, roc_nb, rsi_nb
+from .indicators import _rolling_max_dense, _rolling_std_dense, atr_nb, ema_nb, roc_nb, rsi_nb, sma_nb
 
 __all__ = ["signals_nb", "sma_cross_nb", "macd_nb", "rsi_reversion_nb", "bollinger_reversion_nb",
            "donchian_breakout_nb", "atr_breakout_nb", "ts_momentum_nb", "xs_momentum_nb"]
@@ -121,21 +121,33 @@ def bollinger_reversion_nb(open_, high, low, close, params, target, trail):
     """Long below the lower band until the middle; short above the upper band until the middle.
 
     params: n, k. The exit at the middle band needs the strategy's own state, kept here.
+    The bands are those of :func:`~pitools.kernels.indicators.bollinger_nb` (mean and
+    population std of the last n valid closes), computed once on the packed valid closes.
     """
-    mid, upper, lower = bollinger_nb(close, int(params[0]), params[1])
-    state = 0.0
-    for t in range(close.shape[0]):
+    n, k = int(params[0]), params[1]
+    size = close.shape[0]
+    where = np.empty(size, np.int64)
+    packed = np.empty(size)
+    m = 0
+    for t in range(size):
         target[t] = np.nan
-        c = close[t]
-        if not (np.isfinite(c) and np.isfinite(mid[t])):
-            continue
-        if c < lower[t]:
+        c = np.float64(close[t])
+        if np.isfinite(c):
+            where[m] = t
+            packed[m] = c
+            m += 1
+    mid = sma_nb(packed[:m], n)
+    std = _rolling_std_dense(packed[:m], n, 0)
+    state = 0.0
+    for j in range(n - 1, m):
+        c = close[where[j]]
+        if c < mid[j] - k * std[j]:
             state = 1.0
-        elif c > upper[t]:
+        elif c > mid[j] + k * std[j]:
             state = -1.0
-        elif (state > 0 and c >= mid[t]) or (state < 0 and c <= mid[t]):
+        elif (state > 0 and c >= mid[j]) or (state < 0 and c <= mid[j]):
             state = 0.0
-        target[t] = state
+        target[where[j]] = state
     return False
 
 
