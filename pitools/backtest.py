@@ -92,7 +92,7 @@ def _stats(run: _Run, per_symbol: bool = True):
         return run_builtin_nb(run.strategy.builtin_id, p.open, p.high, p.low, p.close, run.param_array,
                               *run.settings(), per_symbol)
     return run_symbols_nb(run.strategy.kernel_nb(), p.open, p.high, p.low, p.close, run.param_array,
-                          *run.settings())
+                          *run.settings(), per_symbol)
 
 
 def _curves(run: _Run):
@@ -134,9 +134,9 @@ class BacktestResult:
         reading only ``portfolio`` does not pay for the DataFrame)."""
         if self._stats is None:
             self._stats = _stats(self._run)[0]
-        out = pd.DataFrame(self._stats, index=self._run.panel.symbol_index, columns=STAT_COLUMNS)
-        out["n_trades"] = out["n_trades"].astype("int64")
-        return out
+        columns = {name: self._stats[:, i] for i, name in enumerate(STAT_COLUMNS)}
+        columns["n_trades"] = columns["n_trades"].astype(np.int64)
+        return pd.DataFrame(columns, index=self._run.panel.symbol_index, copy=False)
 
     @functools.cached_property
     def portfolio(self) -> pd.Series:

@@ -97,3 +97,16 @@ def test_no_lookahead_truncating_after_t_changes_nothing_before(panel, name):
     part = pt.backtest(name, _truncate(panel, t), {"lookback": 60, "top_k": 3} if name == "xs_momentum" else None,
                        direction="long_short").equity
     np.testing.assert_array_equal(full.to_numpy()[:t], part.to_numpy())
+
+
+def test_the_loop_for_any_kernel_equals_the_builtin_switch(panel):
+    """run_symbols_nb (a custom strategy's kernel) and run_builtin_nb share one loop."""
+    from pitools.kernels import driver, signals
+
+    args = (panel.open, panel.high, panel.low, panel.close, np.array([10.0, 30.0]), np.empty(0, np.bool_), False,
+            False, 0.001, 0.0, 1e4, False, np.nan, np.nan, True)
+    builtin = driver.run_builtin_nb(driver.BUILTIN_KERNELS.index("sma_cross_nb"), *args)
+    generic = driver.run_symbols_nb(signals.sma_cross_nb, *args)
+    for a, b in zip(builtin, generic):
+        np.testing.assert_array_equal(a, b)
+    assert np.nansum(builtin[0][:, 6]) > 0  # trades happened

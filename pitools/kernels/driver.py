@@ -73,14 +73,14 @@ def symbol_nb(open_, high, low, close, target, trail, gate, fill_close, long_onl
 
 
 @_jit
-def run_builtin_nb(kernel_id, open_, high, low, close, params, gate, fill_close, long_only, fees, slippage, cash,
-                   integer_shares, stop_loss, take_profit, per_symbol):
-    """Backtest every column with the built-in signal kernel number `kernel_id`.
+def _call_kernel(kernel, open_, high, low, close, params, target, trail):
+    return kernel(open_, high, low, close, params, target, trail)
 
-    Returns (stats, ret_sum[n_bars], ret_count[n_bars]): stats is [n_symbols, N_STATS],
-    or with ``per_symbol=False`` (no running metrics per symbol: the portfolio only) a
-    [1, 1] array holding the number of closed trades of all symbols.
-    """
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _symbol_loop(signal, which, open_, high, low, close, params, gate, fill_close, long_only, fees, slippage, cash,
+                 integer_shares, stop_loss, take_profit, per_symbol):
+    """The loop of run_builtin_nb / run_symbols_nb: ``signal(which, …)`` fills the buffers."""
     n_bars, n_syms = close.shape
     stats = np.full((n_syms, N_STATS), np.nan) if per_symbol else np.zeros((1, 1))
     ret_sum = np.zeros(n_bars)
@@ -92,7 +92,7 @@ def run_builtin_nb(kernel_id, open_, high, low, close, params, gate, fill_close,
     trail = np.empty(n_bars)
     for j in range(n_syms):
         o, h, lo, c = open_[:, j], high[:, j], low[:, j], close[:, j]
-        has_trail = _builtin_signal(kernel_id, o, h, lo, c, params, target, trail)
+        has_trail = signal(which, o, h, lo, c, params, target, trail)
         simulate_into_nb(o, h, lo, c, target, trail if has_trail else none, gate, fill_close, long_only, fees,
                          slippage, cash, integer_shares, stop_loss, take_profit, none, no_exposure, no_trades,
                          stats[j] if per_symbol else stats[0], ret_sum, ret_count)
@@ -100,26 +100,25 @@ def run_builtin_nb(kernel_id, open_, high, low, close, params, gate, fill_close,
 
 
 @_jit
+def run_builtin_nb(kernel_id, open_, high, low, close, params, gate, fill_close, long_only, fees, slippage, cash,
+                   integer_shares, stop_loss, take_profit, per_symbol):
+    """Backtest every column with the built-in signal kernel number `kernel_id`.
+
+    Returns (stats, ret_sum[n_bars], ret_count[n_bars]): stats is [n_symbols, N_STATS],
+    or with ``per_symbol=False`` (no running metrics per symbol: the portfolio only) a
+    [1, 1] array holding the number of closed trades of all symbols.
+    """
+    return _symbol_loop(_builtin_signal, kernel_id, open_, high, low, close, params, gate, fill_close, long_only,
+                        fees, slippage, cash, integer_shares, stop_loss, take_profit, per_symbol)
+
+
+@_jit
 def run_symbols_nb(kernel, open_, high, low, close, params, gate, fill_close, long_only, fees, slippage, cash,
-                   integer_shares, stop_loss, take_profit):
+                   integer_shares, stop_loss, take_profit, per_symbol):
     """:func:`run_builtin_nb` for any signal `kernel` (a registered custom strategy);
     compiled again in each new process for each kernel."""
-    n_bars, n_syms = close.shape
-    stats = np.full((n_syms, N_STATS), np.nan)
-    ret_sum = np.zeros(n_bars)
-    ret_count = np.zeros(n_bars + 1)
-    none = np.empty(0)
-    no_trades = np.empty((0, len(TRADE_FIELDS)))
-    no_exposure = np.empty(0, np.uint8)
-    target = np.empty(n_bars)
-    trail = np.empty(n_bars)
-    for j in range(n_syms):
-        o, h, lo, c = open_[:, j], high[:, j], low[:, j], close[:, j]
-        has_trail = kernel(o, h, lo, c, params, target, trail)
-        simulate_into_nb(o, h, lo, c, target, trail if has_trail else none, gate, fill_close, long_only, fees,
-                         slippage, cash, integer_shares, stop_loss, take_profit, none, no_exposure, no_trades,
-                         stats[j], ret_sum, ret_count)
-    return stats, ret_sum, np.cumsum(ret_count[:n_bars])
+    return _symbol_loop(_call_kernel, kernel, open_, high, low, close, params, gate, fill_close, long_only, fees,
+                        slippage, cash, integer_shares, stop_loss, take_profit, per_symbol)
 
 
 @_jit

@@ -100,6 +100,21 @@ def _open(bal, to, price, slippage, fees, integer_shares):
 
 
 @_inline
+def _move(to, price, t, bal, pos, shares, entry_px, entry_fee, entry_bar, slippage, fees, integer_shares, trades, k,
+          trade_state):
+    """Close what is held, then open side `to` (0: stay flat) at one `price`: the new
+    (balance, position, shares, entry price, entry fee, entry bar, trade count)."""
+    if pos != 0:
+        bal, k = _close(bal, pos, shares, entry_px, entry_fee, entry_bar, price, t, slippage, fees, trades, k,
+                        trade_state)
+    if to != 0:
+        bal, shares, entry_px, entry_fee = _open(bal, to, price, slippage, fees, integer_shares)
+        if shares > 0.0:
+            return bal, to, shares, entry_px, entry_fee, np.float64(t), k
+    return bal, 0.0, 0.0, 0.0, 0.0, entry_bar, k
+
+
+@_inline
 def _protective_exit(pos, entry_px, stop_loss, take_profit, trail_level, o, h, lo):
     """The price at which a stop, trailing stop or target fills in this bar, or NaN."""
     stop = entry_px * (1.0 - pos * stop_loss) if np.isfinite(stop_loss) else np.nan
@@ -150,7 +165,7 @@ def simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, l
     shares = 0.0
     entry_px = 0.0
     entry_fee = 0.0
-    entry_bar = 0.0
+    entry_bar = 0.0  # float: it goes into the float trades array
     best = 0.0  # best high (long) / low (short) since entry, for the trailing stop
     trail_level = np.nan
     pending = np.nan  # a target waiting for the next valid open
@@ -186,18 +201,12 @@ def simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, l
             to = pending
             pending = np.nan
             if to != pos:
+                bal, pos, shares, entry_px, entry_fee, entry_bar, k = _move(
+                    to, o, t, bal, pos, shares, entry_px, entry_fee, entry_bar, slippage, fees, integer_shares,
+                    trades, k, trade_state)
+                trail_level = np.nan
                 if pos != 0:
-                    bal, k = _close(bal, pos, shares, entry_px, entry_fee, entry_bar, o, t, slippage, fees, trades,
-                                    k, trade_state)
-                    pos = 0.0
-                    trail_level = np.nan
-                if to != 0:
-                    bal, shares, entry_px, entry_fee = _open(bal, to, o, slippage, fees, integer_shares)
-                    if shares > 0.0:
-                        pos = to
-                        entry_bar = t
-                        best = h if to > 0 else lo
-                        trail_level = np.nan
+                    best = h if pos > 0 else lo
 
         # (2) protective exits inside this bar
         if pos != 0 and (has_stops or np.isfinite(trail_level)):
@@ -224,18 +233,11 @@ def simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, l
                 held = want
         if np.isfinite(want) and want != pos:
             if fill_close:
-                if pos != 0:
-                    bal, k = _close(bal, pos, shares, entry_px, entry_fee, entry_bar, c, t, slippage, fees, trades,
-                                    k, trade_state)
-                    pos = 0.0
-                    trail_level = np.nan
-                if want != 0:
-                    bal, shares, entry_px, entry_fee = _open(bal, want, c, slippage, fees, integer_shares)
-                    if shares > 0.0:
-                        pos = want
-                        entry_bar = t
-                        best = c
-                        trail_level = np.nan
+                bal, pos, shares, entry_px, entry_fee, entry_bar, k = _move(
+                    want, c, t, bal, pos, shares, entry_px, entry_fee, entry_bar, slippage, fees, integer_shares,
+                    trades, k, trade_state)
+                trail_level = np.nan
+                best = c
             else:
                 pending = want
 
