@@ -138,13 +138,25 @@ class BacktestResult:
         columns["n_trades"] = columns["n_trades"].astype(np.int64)
         return pd.DataFrame(columns, index=self._run.panel.symbol_index, copy=False)
 
+    @property
+    def n_trades(self) -> int:
+        """Closed trades of all symbols."""
+        return self._n_trades
+
+    @property
+    def portfolio_returns(self) -> np.ndarray:
+        """Daily returns of the equal-weight portfolio (float64, one per bar): the mean
+        return of the symbols that have started by that bar, NaN before any has."""
+        active = self._ret_count > 0
+        return np.where(active, self._ret_sum / np.maximum(self._ret_count, 1), np.nan)
+
     @functools.cached_property
     def portfolio(self) -> pd.Series:
         """Metrics of the equal-weight portfolio of the symbols (daily rebalanced)."""
         from .kernels.metrics import METRIC_NAMES, equity_metrics_nb
 
         active = self._ret_count > 0
-        r = np.where(active, self._ret_sum / np.maximum(self._ret_count, 1), 0.0)
+        r = np.where(active, self.portfolio_returns, 0.0)
         started = np.flatnonzero(active)
         equity = np.full(len(r), np.nan)
         if started.size:

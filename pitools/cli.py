@@ -56,6 +56,15 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="keep raw prices even when an Adj Close column is present")
     p.set_defaults(func=_cmd_ingest)
 
+    p = sub.add_parser("evolve", help="one round of evolution: prints the leaderboard, in-sample vs out-of-sample")
+    _add_profile(p)
+    p.add_argument("--strategy", dest="strategies", action="append", metavar="S",
+                   help="a strategy to evolve (repeatable; default: all eight)")
+    p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
+    p.add_argument("--backend", default="process", help="fitness map: process | serial | dask (default: process)")
+    p.add_argument("--scheduler", help="dask scheduler address (with --backend dask), e.g. tcp://pi1:8786")
+    p.set_defaults(func=_cmd_evolve)
+
     p = sub.add_parser("summary", help="load the profile's universe and print a short summary")
     _add_profile(p)
     p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
@@ -111,6 +120,25 @@ def _cmd_ingest(args) -> int:
     if not report.ok:
         print("pitools: error: nothing usable was imported; see the reasons above", file=sys.stderr)
         return EXIT_USAGE
+    return EXIT_OK
+
+
+def _numba_cache(profile) -> None:
+    """Keep numba's compiled kernels under the profile's data dir (before numba is imported)."""
+    if "numba" not in sys.modules:
+        from .kernels import use_cache_dir
+
+        use_cache_dir(profile.data_dir / "numba-cache")
+
+
+def _cmd_evolve(args) -> int:
+    from .evolve import evolve
+
+    profile = _profile(args)
+    _numba_cache(profile)
+    report = evolve(profile, strategies=args.strategies, store=_store_dir(args, profile), backend=args.backend,
+                    scheduler=args.scheduler)
+    print(report.to_text())
     return EXIT_OK
 
 
