@@ -156,17 +156,18 @@ def _scoring(file: str, raw: dict) -> Scoring:
 
 @dataclass(frozen=True)
 class EvalContext:
-    """What every evaluation of one strategy shares (inherited by forked workers)."""
+    """What every evaluation shares (inherited by forked workers, never pickled per task)."""
 
     panel: object
-    strategy: str
     windows: tuple
     scoring: Scoring
 
 
 def evaluate_candidate(candidate: dict, ctx: EvalContext) -> tuple[float, dict]:
-    """The fitness-map function: one backtest over the panel, scored walk-forward."""
-    res = backtest(ctx.strategy, ctx.panel, candidate, per_symbol_stats=False, **ctx.scoring.backtest_kwargs())
+    """The fitness-map function: ``{"strategy": name, "params": {…}}`` backtested once over
+    the panel, scored walk-forward."""
+    res = backtest(candidate["strategy"], ctx.panel, candidate["params"], per_symbol_stats=False,
+                   **ctx.scoring.backtest_kwargs())
     return score_candidate(res.portfolio_returns, res.n_trades, ctx.panel.n_symbols, ctx.windows, ctx.scoring)
 
 
@@ -342,44 +343,49 @@ def evolve(profile: Profile, strategies=None, store=None, night: str | None = No
     night = night or str(panel.dates[-1].date())
     windows = tuple(walk_forward_windows(panel.n_bars, config.scoring))
     root = profile.data_dir / "evolve"
-    rows, history, n_evals, peak = [], [], 0, 0
+    ctx = EvalContext(panel, windows, config.scoring)
+    states = {name: _StrategyState(root, name, config, profile.seed, profile.population_size) for name in names}
+    incumbents = {name: st.incumbents(config.incumbents) for name, st in states.items()}
+    tonight = {name: [] for name in names}
+    best = dict.fromkeys(names, -math.inf)
+    history, n_evals, peak = [], 0, 0
     t0 = time.perf_counter()
-    for name in names:
-        state = _StrategyState(root, name, config, profile.seed, profile.population_size)
-        ctx = EvalContext(panel, name, windows, config.scoring)
-        incumbents = state.incumbents(config.incumbents)
-        tonight, best = [], -math.inf
-        for gen in range(1, profile.generations + 1):
-            carried = incumbents if gen == 1 else []
-            asked = [state.optimizer.ask() for _ in range(max(profile.population_size - len(carried), 1))]
-            candidates = [dict(p) for p in carried] + [_plain(a.value) for a in asked]
-            res = fitness_map(evaluate_candidate, candidates, ctx, n_workers=profile.n_workers, backend=backend,
-                              sleep_between_evals=profile.sleep_between_evals, progress=progress,
-                              desc=f"{name} generation {gen}/{profile.generations}", scheduler=scheduler)
-            peak = max(peak, res.peak_pss_bytes or 0)
-            records = []
-            for i, cand in enumerate(candidates):
-                value = float(res.values[i])
-                ok = math.isfinite(value)
-                loss = -value if ok else _WORST_LOSS
-                if i < len(carried):
-                    state.optimizer.tell(state.optimizer.parametrization.spawn_child(new_value=cand), loss)
-                else:
-                    state.optimizer.tell(asked[i - len(carried)], loss)
-                rec = {"night": night, "generation": gen, "params": cand, "fitness": value if ok else None,
-                       "incumbent": i < len(carried), **_clean(res.details[i] or {}),
-                       "error": res.errors.get(i)}
-                records.append(rec)
-                if ok and value > best:
-                    best = value
-            state.append(records)
-            state.checkpoint(gen, night)
-            tonight.extend(records)
-            n_evals += len(candidates)
-            history.append({"strategy": name, "generation": gen, "best_fitness": best})
-        rows.append(_leader(name, tonight, state, ctx))
-        log.info("%s: best fitness %.3f (optimizer %s)", name, best, state.origin)
+    for gen in range(1, profile.generations + 1):
+        # One map per generation for all strategies: a pool forked 3 times a night, not 24,
+        # and batches big enough to keep every worker busy.
+        batch = []  # (strategy, params, asked candidate or None for a re-scored incumbent)
+        for name, st in states.items():
+            carried = incumbents[name] if gen == 1 else []
+            batch += [(name, dict(p), None) for p in carried]
+            for _ in range(max(profile.population_size - len(carried), 1)):
+                cand = st.optimizer.ask()
+                batch.append((name, _plain(cand.value), cand))
+        res = fitness_map(evaluate_candidate, [{"strategy": n, "params": p} for n, p, _ in batch], ctx,
+                          n_workers=profile.n_workers, backend=backend, sleep_between_evals=profile.sleep_between_evals,
+                          progress=progress, desc=f"generation {gen}/{profile.generations}", scheduler=scheduler)
+        peak = max(peak, res.peak_pss_bytes or 0)
+        records = {name: [] for name in names}
+        for i, (name, params, asked) in enumerate(batch):
+            value = float(res.values[i])
+            ok = math.isfinite(value)
+            opt = states[name].optimizer
+            opt.tell(asked if asked is not None else opt.parametrization.spawn_child(new_value=params),
+                     -value if ok else _WORST_LOSS)
+            records[name].append({"night": night, "generation": gen, "params": params,
+                                  "fitness": value if ok else None, "incumbent": asked is None,
+                                  **_clean(res.details[i] or {}), "error": res.errors.get(i)})
+            if ok:
+                best[name] = max(best[name], value)
+        for name, st in states.items():
+            st.append(records[name])
+            st.checkpoint(gen, night)
+            tonight[name].extend(records[name])
+            history.append({"strategy": name, "generation": gen, "best_fitness": best[name]})
+        n_evals += len(batch)
     elapsed = time.perf_counter() - t0
+    rows = [_leader(name, tonight[name], states[name], ctx) for name in names]
+    for name in names:
+        log.info("%s: best fitness %.3f (optimizer %s)", name, best[name], states[name].origin)
     board = pd.DataFrame(rows).sort_values("fitness", ascending=False, na_position="last").reset_index(drop=True)
     return EvolveReport(night, board, pd.DataFrame(history), n_evals, elapsed, peak)
 

@@ -66,8 +66,8 @@ def walk_forward_windows(n_bars: int, scoring: Scoring) -> list[tuple[slice, sli
 
 
 def return_metrics(r: np.ndarray) -> dict:
-    """Sharpe (annualised, risk-free 0), total return, max drawdown and days of daily returns
-    `r` (NaN = not started, skipped)."""
+    """Sharpe (annualised, risk-free 0; 0 for a never-invested account), total return, max
+    drawdown and days of daily returns `r` (NaN = not started, skipped)."""
     r = r[np.isfinite(r)]
     n = len(r)
     if n < 2:
@@ -75,7 +75,10 @@ def return_metrics(r: np.ndarray) -> dict:
     sd = r.std(ddof=1)
     equity = np.cumprod(1.0 + r)
     peak = np.maximum.accumulate(np.concatenate(([1.0], equity)))[1:]
-    return {"sharpe": float(r.mean() / sd * math.sqrt(_YEAR)) if sd > 0 else math.nan,
+    # a flat account (every return 0: never invested) has Sharpe 0, so it ranks below any edge
+    # instead of failing; a constant non-zero return has no defined Sharpe
+    sharpe = r.mean() / sd * math.sqrt(_YEAR) if sd > 0 else (0.0 if not r.any() else math.nan)
+    return {"sharpe": float(sharpe),
             "total_return": float(equity[-1] - 1.0),
             "max_drawdown": float(np.max(1.0 - equity / peak)),
             "days": n}

@@ -110,7 +110,12 @@ def test_deflated_sharpe_falls_with_the_number_of_trials():
 @pytest.fixture(scope="module")
 def small_config(tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "strategies.yaml"
-    path.write_text(SHIPPED.read_text().replace("incumbents: 3", "incumbents: 2"))
+    text = SHIPPED.read_text().replace("incumbents: 3", "incumbents: 2")
+    # the test store has 24 symbols and 3 years: top-k and lookbacks that fit it
+    text = text.replace("xs_momentum: {lookback: [20, 250], top_k: [3, 40], rebalance: [5, 63]}",
+                        "xs_momentum: {lookback: [20, 120], top_k: [2, 8], rebalance: [5, 40]}")
+    assert "top_k: [2, 8]" in text
+    path.write_text(text)
     return load_search_config(path)
 
 
