@@ -9,10 +9,12 @@ from . import strategies
 from .backtest import BacktestResult, backtest
 from .data import Panel, Store, estimate_panel, load_panel, load_series, make_demo_store
 from .errors import ConfigError, DataError, IngestError, MemoryBudgetError, PitoolsError, StoreError
+from .fitness import FitnessResult, fitness_map
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BacktestResult", "ConfigError", "DataError", "IngestError", "MemoryBudgetError", "Panel", "PitoolsError", "Store",
-    "StoreError", "estimate_panel", "load_panel", "load_series", "make_demo_store", "strategies", "backtest",
+    "BacktestResult", "ConfigError", "DataError", "FitnessResult", "IngestError", "MemoryBudgetError", "Panel",
+    "PitoolsError", "Store", "StoreError", "backtest", "estimate_panel", "fitness_map", "load_panel", "load_series",
+    "make_demo_store", "strategies",
 ]
