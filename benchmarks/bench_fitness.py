@@ -1,12 +1,12 @@
 """Fitness-map scaling: the same map of backtests on 1, 2, 4 (8) workers, and its overhead.
 
 Each candidate is one ``pt.backtest(name, panel, params, fees=0.001,
-per_symbol_stats=False).portfolio["sharpe"]`` on a 200-symbol × 5-year demo panel (built
+per_symbol_stats=False).portfolio["sharpe"]`` on a 500-symbol × 10-year demo panel (built
 once and cached under ``benchmarks/.data``): the strategies of the eight in turn with
 seeded random parameters from their spaces, as an optimizer asks them (``--strategy
 sma_cross`` for one only). 1 worker is ``backend="serial"``; more is the fork pool
 (``backend="process"``), pool start and stop included. Median of ``--repeats`` maps. The
-same again with ``--large`` candidates (default 512): a pool map has a fixed cost (fork,
+same again with ``--large`` candidates (default 256): a pool map has a fixed cost (fork,
 the warm-up evaluation in the parent, joining the workers), which a map of 64 short
 evaluations feels and a longer one does not. Then the map's own costs: a map of one
 trivial candidate per worker (the fixed cost), and 2,000 candidates of a function
@@ -16,7 +16,7 @@ Goals of the fitness-map issue: 2 workers >= 1.8x, 4 workers >= 3.5x the 1-worke
 (the old system: 2.3x on 4 workers).
 
     .venv/bin/python benchmarks/bench_fitness.py [--workers 1,2,4] [--candidates 64]
-        [--large 512] [--symbols 200] [--years 5] [--repeats 5] [--strategy NAME]
+        [--large 256] [--symbols 500] [--years 10] [--repeats 3] [--strategy NAME]
 """
 
 from __future__ import annotations
@@ -101,10 +101,10 @@ def main() -> None:
     default = [1, 2] + [n for n in (4, 8) if cpus >= n]
     ap.add_argument("--workers", default=",".join(map(str, default)), help="comma-separated worker counts")
     ap.add_argument("--candidates", type=int, default=64)
-    ap.add_argument("--large", type=int, default=512, help="a second, longer map (0: skip)")
-    ap.add_argument("--symbols", type=int, default=200)
-    ap.add_argument("--years", type=int, default=5)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--large", type=int, default=256, help="a second, longer map (0: skip)")
+    ap.add_argument("--symbols", type=int, default=500)
+    ap.add_argument("--years", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--strategy", action="append", help="only this strategy (repeatable); default: all eight")
     args = ap.parse_args()
     import pitools as pt
