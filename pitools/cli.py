@@ -124,8 +124,9 @@ def _cmd_ingest(args) -> int:
 
 
 def _numba_cache(profile) -> None:
-    """Keep numba's compiled kernels under the profile's data dir (before numba is imported)."""
-    if "numba" not in sys.modules:
+    """Keep numba's compiled kernels under the profile's data dir (before numba is imported);
+    a NUMBA_CACHE_DIR already in the environment wins."""
+    if "numba" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
         from .kernels import use_cache_dir
 
         use_cache_dir(profile.data_dir / "numba-cache")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing as mp
+import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +16,7 @@ import pytest
 import pitools as pt
 from conftest import ROOT, run_cli
 from pitools.config import load_profile
+from pitools.data.panel import Panel
 from pitools.errors import ConfigError
 from pitools.evolve import evolve, load_search_config
 from pitools.scoring import Scoring, deflated_sharpe, return_metrics, score_candidate, walk_forward_windows
@@ -70,6 +75,24 @@ def test_walk_forward_windows(mode):
 def test_too_short_a_history_for_the_folds_is_a_clear_error():
     with pytest.raises(ConfigError, match="cannot make 20 out-of-sample folds"):
         walk_forward_windows(30, Scoring(folds=20))
+
+
+@pytest.mark.parametrize("mode", ["anchored", "rolling"])
+def test_out_of_sample_bars_never_reach_the_fitting_windows(demo_store, mode):
+    """Change every bar from a fold's out-of-sample start on: its in-sample returns stay the same."""
+    panel = pt.load_panel(demo_store, fields=("open", "high", "low", "close"))
+    scoring = Scoring(walk_forward=mode, folds=3, oos_fraction=0.5)
+    rng = np.random.default_rng(4)
+    for fit, oos in walk_forward_windows(panel.n_bars, scoring):
+        shock = np.ones((panel.n_bars, 1), np.float32)
+        shock[oos.start:] = rng.uniform(0.5, 1.5, (panel.n_bars - oos.start, 1))
+        changed = Panel(panel.dates, panel.symbols, {f: np.asfortranarray(panel.field(f) * shock) for f in panel.fields})
+        for name in pt.strategies.names():
+            a = pt.backtest(name, panel, **scoring.backtest_kwargs()).portfolio_returns
+            b = pt.backtest(name, changed, **scoring.backtest_kwargs()).portfolio_returns
+            np.testing.assert_array_equal(a[fit], b[fit])
+            assert return_metrics(a[fit]) == return_metrics(b[fit])
+            assert not np.allclose(a[oos], b[oos], equal_nan=True), name  # the shock did reach the OOS bars
 
 
 def test_fitness_is_oos_sharpe_minus_the_penalties():
@@ -191,6 +214,32 @@ def test_a_corrupt_checkpoint_is_rebuilt_from_the_log(tmp_path, demo_store, smal
     assert rep.leaderboard.loc[0, "optimizer_state"] == "rebuilt from log"
     assert "rebuilding it from 12 logged evaluations" in caplog.text and "is not JSON; skipped" in caplog.text
     assert pkl.stat().st_size > 100  # a good checkpoint again
+
+
+def _night_in_a_child(data_dir, store, config):
+    os.setpgrp()  # its own process group, so the test can kill it with its pool workers
+    evolve(_profile(data_dir, generations=8, sleep_between_evals=0.02), strategies=["sma_cross"], store=store,
+           config=config, progress=False)
+
+
+def test_killed_during_a_generation_the_next_run_resumes_from_a_valid_state(tmp_path, demo_store, small_config):
+    child = mp.get_context("fork").Process(target=_night_in_a_child, args=(tmp_path, demo_store, small_config))
+    child.start()
+    path = tmp_path / "evolve" / "sma_cross" / "evaluations.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (path.exists() and len(path.read_text().splitlines()) >= 12):
+        time.sleep(0.02)
+    time.sleep(0.05)  # into the third generation's map
+    os.killpg(child.pid, signal.SIGKILL)
+    child.join()
+    assert child.exitcode == -signal.SIGKILL
+    before = [json.loads(line) for line in path.read_text().splitlines()]
+    assert 12 <= len(before) < 48  # killed mid-night: some generations logged, not all
+    rep = evolve(_profile(tmp_path), strategies=["sma_cross"], store=demo_store, config=small_config, progress=False)
+    assert rep.leaderboard.loc[0, "optimizer_state"] in ("checkpoint", "rebuilt from log")
+    after = _log(tmp_path, "sma_cross")
+    assert after[:len(before)] == before and len(after) == len(before) + 12
+    assert np.isfinite(rep.leaderboard.loc[0, "fitness"])
 
 
 # ---------------------------------------------------------------- the command
