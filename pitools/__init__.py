@@ -7,6 +7,7 @@
 
 from . import strategies
 from .backtest import BacktestResult, backtest
+from .db import open_trades_db
 from .data import Panel, Store, estimate_panel, load_panel, load_series, make_demo_store
 from .errors import ConfigError, DataError, IngestError, MemoryBudgetError, PitoolsError, StoreError
 from .fitness import FitnessResult, fitness_map
@@ -16,5 +17,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BacktestResult", "ConfigError", "DataError", "FitnessResult", "IngestError", "MemoryBudgetError", "Panel",
     "PitoolsError", "Store", "StoreError", "backtest", "estimate_panel", "fitness_map", "load_panel", "load_series",
-    "make_demo_store", "strategies",
+    "make_demo_store", "open_trades_db", "strategies",
 ]

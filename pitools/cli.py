@@ -65,6 +65,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="dask scheduler address (with --backend dask), e.g. tcp://pi1:8786")
     p.set_defaults(func=_cmd_evolve)
 
+    p = sub.add_parser("db", help="the trades database")
+    dbsub = p.add_subparsers(dest="db_command", metavar="ACTION")
+    m = dbsub.add_parser("migrate", help="create or upgrade trades.db to the latest schema (backup first)")
+    _add_profile(m)
+    m.add_argument("--db", type=Path, help="database file (default: <data_dir>/trades.db of the profile)")
+    m.set_defaults(func=_cmd_db_migrate)
+
     p = sub.add_parser("summary", help="load the profile's universe and print a short summary")
     _add_profile(p)
     p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
@@ -140,6 +147,18 @@ def _cmd_evolve(args) -> int:
     report = evolve(profile, strategies=args.strategies, store=_store_dir(args, profile), backend=args.backend,
                     scheduler=args.scheduler)
     print(report.to_text())
+    return EXIT_OK
+
+
+def _cmd_db_migrate(args) -> int:
+    from .db import migrate
+
+    path = args.db if args.db is not None else _profile(args).data_dir / "trades.db"
+    before, after, backup = migrate(path)
+    if before == after:
+        print(f"{path}: schema version {after}, up to date")
+    else:
+        print(f"{path}: schema version {before} -> {after}" + (f"; backup of the old one: {backup}" if backup else ""))
     return EXIT_OK
 
 
