@@ -72,6 +72,14 @@ def _build_parser() -> argparse.ArgumentParser:
     m.add_argument("--db", type=Path, help="database file (default: <data_dir>/trades.db of the profile)")
     m.set_defaults(func=_cmd_db_migrate)
 
+    p = sub.add_parser("check", help="readiness report before a nightly run; exit 0 ready, 1 not ready")
+    _add_profile(p)
+    p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
+    p.add_argument("--db", type=Path, help="trades database (default: <data_dir>/trades.db of the profile)")
+    p.add_argument("--allow-missed", type=int, default=0, metavar="N",
+                   help="NYSE sessions the data may lag before it counts as stale (default 0)")
+    p.set_defaults(func=_cmd_check)
+
     p = sub.add_parser("summary", help="load the profile's universe and print a short summary")
     _add_profile(p)
     p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
@@ -160,6 +168,15 @@ def _cmd_db_migrate(args) -> int:
     else:
         print(f"{path}: schema version {before} -> {after}" + (f"; backup of the old one: {backup}" if backup else ""))
     return EXIT_OK
+
+
+def _cmd_check(args) -> int:
+    from .health import check
+
+    profile = _profile(args)
+    report = check(profile, store=_store_dir(args, profile), db=args.db, allowed_missed=args.allow_missed)
+    print(report.text())
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def _cmd_summary(args) -> int:

@@ -1,0 +1,168 @@
+"""Readiness before a nightly run: ``pitools check``.
+
+Each check gives OK, WARN (worth knowing, the run can go on) or FAIL (the run should not
+start); the report is a few readable lines and ``pitools check`` exits 0 when nothing
+failed, 1 otherwise.
+
+* data — staleness in *missed NYSE sessions* (the trading calendar, not hours): the
+  sessions that closed after the store's last bar. A weekend or a holiday misses nothing;
+  a Monday without its bar on Tuesday morning is one missed session.
+* database — trades.db exists and is at the latest schema version.
+* disk — free space where the data lives.
+* memory — the profile's universe, estimated from the store's manifest before anything is
+  loaded, against the profile's ``memory_budget_mb``, and that budget against the memory
+  the machine has available (RSS terms, never virtual size).
+* numba — the compiled kernels are in the cache (a cold cache makes the night compile).
+* temperature — on a Pi, ``/sys/class/thermal``; skipped where there is none.
+
+>>> report = check(load_profile("demo"))           # doctest: +SKIP
+>>> print(report.text()); report.ok                # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from .config import Profile
+from .errors import PitoolsError
+
+__all__ = ["Check", "Report", "check", "missed_sessions"]
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str
+    detail: str
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != FAIL for c in self.checks)
+
+    def text(self) -> str:
+        lines = [f"  {c.status:<5} {c.name:<12} {c.detail}" for c in self.checks]
+        verdict = "ready" if self.ok else "NOT READY: " + ", ".join(c.name for c in self.checks if c.status == FAIL)
+        return "pitools check\n" + "\n".join(lines) + f"\n{verdict}"
+
+
+def missed_sessions(last_bar, now: datetime | None = None) -> tuple[int, object]:
+    """(sessions closed after `last_bar` up to `now`, the last closed session)."""
+    import pandas as pd
+
+    from .data.calendar import last_closed_session, sessions
+
+    last_closed = last_closed_session(now)
+    last_bar = pd.Timestamp(last_bar).normalize()
+    if last_bar >= last_closed:
+        return 0, last_closed
+    return len(sessions(last_bar + pd.Timedelta(days=1), last_closed)), last_closed
+
+
+def _data(store_dir: Path, now, allowed_missed: int) -> Check:
+    from .data import Store
+
+    if not Store.exists(store_dir):
+        return Check("data", FAIL, f"no bar store at {store_dir}: run `pitools demo-data` or `pitools ingest`")
+    last = Store.open(store_dir).last_date
+    if last is None:
+        return Check("data", FAIL, f"the store at {store_dir} is empty")
+    missed, closed = missed_sessions(last, now)
+    detail = (f"last bar {last.date()} ({last.day_name()[:3]}), last closed NYSE session {closed.date()} "
+              f"({closed.day_name()[:3]}): {missed} session{'s' if missed != 1 else ''} missed")
+    return Check("data", FAIL if missed > allowed_missed else OK, detail)
+
+
+def _database(db_path: Path) -> Check:
+    from .db import LATEST_VERSION, schema_version
+
+    try:
+        version = schema_version(db_path)
+    except PitoolsError as exc:
+        return Check("database", FAIL, str(exc))
+    if version is None:
+        return Check("database", FAIL, f"no trades database at {db_path}: run `pitools db migrate`")
+    if version != LATEST_VERSION:
+        how = "run `pitools db migrate`" if version < LATEST_VERSION else "this pitools is older than the database"
+        return Check("database", FAIL, f"{db_path} is at schema version {version}, latest is {LATEST_VERSION}: {how}")
+    return Check("database", OK, f"{db_path}, schema version {version} (latest)")
+
+
+def _disk(path: Path, min_free_mb: float) -> Check:
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    free_mb = shutil.disk_usage(probe).free / 2**20
+    status = OK if free_mb >= min_free_mb else FAIL
+    return Check("disk", status, f"{free_mb:,.0f} MB free at {probe} (needs {min_free_mb:,.0f} MB)")
+
+
+def _memory(profile: Profile, store_dir: Path) -> Check:
+    from .data import Store, estimate_panel
+    from .data.panel import select_universe
+    from .memory import available_bytes
+
+    budget = profile.memory_budget_mb
+    avail = available_bytes()
+    avail_mb = avail / 2**20 if avail is not None else None
+    if not Store.exists(store_dir):
+        return Check("memory", WARN, f"no store to estimate the universe from; budget {budget} MB")
+    symbols, start = select_universe(store_dir, profile.max_symbols, profile.max_years)
+    est = estimate_panel(store_dir, symbols=symbols, start=start)
+    need_mb = est.peak_bytes / 2**20
+    detail = (f"the universe ({len(symbols)} symbols x {profile.max_years} y) needs ~{need_mb:,.0f} MB to load, "
+              f"budget {budget} MB" + (f", {avail_mb:,.0f} MB available" if avail_mb is not None else ""))
+    if need_mb > budget:
+        return Check("memory", FAIL, detail + ": lower max_symbols / max_years or raise memory_budget_mb")
+    if avail_mb is not None and budget > avail_mb:
+        return Check("memory", WARN, detail + ": the budget is more than the machine has free now")
+    return Check("memory", OK, detail)
+
+
+def _numba(cache_dir: Path) -> Check:
+    import os
+
+    env = os.environ.get("NUMBA_CACHE_DIR")  # where numba really caches when it is set
+    where = Path(env) if env else cache_dir
+    if not where.exists():
+        return Check("numba", WARN, f"no compiled kernels in {where}: the first backtest will compile (~25 s)")
+    cached = [p for p in where.rglob("*.nbi") if "driver" in p.name]
+    if not cached:
+        return Check("numba", WARN, f"no compiled backtest loop in {where}: the first backtest will compile (~25 s)")
+    return Check("numba", OK, f"compiled kernels cached in {where} ({len(list(where.rglob('*.nbc')))} files)")
+
+
+def _temperature(thermal_root: Path) -> Check | None:
+    temps = []
+    for zone in sorted(thermal_root.glob("thermal_zone*/temp")):
+        try:
+            temps.append(int(zone.read_text().strip()) / 1000.0)
+        except (OSError, ValueError):
+            continue
+    if not temps:
+        return None
+    hottest = max(temps)
+    status = OK if hottest < 75 else WARN if hottest < 85 else FAIL  # a Pi 5 throttles from 85 °C
+    return Check("temperature", status, f"{hottest:.1f} °C (the Pi throttles at 85 °C)")
+
+
+def check(profile: Profile, store=None, db=None, now: datetime | None = None, allowed_missed: int = 0,
+          min_free_mb: float = 1024.0, thermal_root: str | Path = "/sys/class/thermal") -> Report:
+    """Run every readiness check for `profile`; `now` and the thresholds are for tests and cron."""
+    store_dir = Path(store) if store is not None else profile.store_dir
+    db_path = Path(db) if db is not None else profile.data_dir / "trades.db"
+    report = Report([_data(store_dir, now, allowed_missed), _database(db_path), _disk(profile.data_dir, min_free_mb),
+                     _memory(profile, store_dir), _numba(profile.data_dir / "numba-cache")])
+    temp = _temperature(Path(thermal_root))
+    if temp is not None:
+        report.checks.append(temp)
+    return report
