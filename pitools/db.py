@@ -21,6 +21,7 @@ columns are added and filled from the old ones (the old columns stay: nothing is
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import sqlite3
@@ -259,6 +260,39 @@ class TradesDB:
                           (status, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), duration_s,
                            peak_pss_bytes, json.dumps(details) if details is not None else None, run_id))
 
+    # -- evolution results and regimes (idempotent: a night written again replaces itself)
+    def write_evaluations(self, night: str, leaderboard: pd.DataFrame, run_id: int | None = None) -> None:
+        """The best parameters per strategy of `night` (an evolve leaderboard), ranked by fitness."""
+        cols = ("fitness", "is_sharpe", "oos_sharpe", "oos_max_drawdown", "trades_per_year", "deflated_sharpe")
+        rows = []
+        for strategy, group in leaderboard.groupby("strategy", sort=True):
+            for rank, rec in enumerate(group.sort_values("fitness", ascending=False).to_dict("records"), 1):
+                rows.append((night, strategy, rank, json.dumps(rec["params"], sort_keys=True),
+                             *(None if pd.isna(rec.get(c)) else float(rec[c]) for c in cols), run_id))
+        with self._transaction():
+            self.conn.execute("DELETE FROM evaluations WHERE night = ?", (night,))
+            self.conn.executemany(f"INSERT INTO evaluations (night, strategy, rank, params, {', '.join(cols)}, run_id) "
+                                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def write_regimes(self, labels: pd.Series, codes, run_id: int | None = None) -> None:
+        """One regime label (and its code) per session; a session written again is replaced."""
+        rows = [(str(pd.Timestamp(d).date()), str(name), int(code), run_id)
+                for d, name, code in zip(labels.index, labels.to_numpy(), codes)]
+        with self._transaction():
+            self.conn.executemany("INSERT OR REPLACE INTO regimes (session, regime, code, run_id) VALUES (?, ?, ?, ?)",
+                                  rows)
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        """One write transaction, taken at once (BEGIN IMMEDIATE) so it waits, not fails."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
     # -- signals
     def write_signals(self, session: str, rows: Iterable[Mapping], run_id: int | None = None,
                       strategies: Iterable[str] | None = None) -> int:
@@ -274,8 +308,7 @@ class TradesDB:
                                     f"{r.get('side')!r} must be one of {', '.join(SIDES)}")
         names = sorted(set(strategies) if strategies is not None else {r["strategy"] for r in rows})
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction():
             self.conn.executemany("DELETE FROM signals WHERE session = ? AND strategy = ?",
                                   [(session, n) for n in names])
             self.conn.executemany(
@@ -283,10 +316,6 @@ class TradesDB:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(now, session, r["symbol"], r["strategy"], r["side"], r.get("strength"),
                   json.dumps(r.get("params") or {}, sort_keys=True), r.get("regime"), run_id) for r in rows])
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
         return len(rows)
 
     def signals(self, session: str | None = None) -> pd.DataFrame:

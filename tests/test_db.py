@@ -209,3 +209,22 @@ def test_pitools_db_migrate(tmp_path):
     out = run_cli("db", "migrate", "--db", str(bad))
     assert out.returncode == 2 and "not an SQLite database" in out.stderr and "Traceback" not in out.stderr
     assert bad.read_text() == "hello"
+
+
+def test_evaluations_and_regimes_of_a_night_are_replaced_not_duplicated(tmp_path):
+    import pandas as pd
+
+    board = pd.DataFrame([
+        {"strategy": "macd", "fitness": 0.4, "params": {"fast": 12}, "is_sharpe": 1.0, "oos_sharpe": 0.4,
+         "oos_max_drawdown": 0.2, "trades_per_year": 3.0, "deflated_sharpe": float("nan")},
+        {"strategy": "sma_cross", "fitness": 0.9, "params": {"fast": 10, "slow": 30}, "is_sharpe": 1.2,
+         "oos_sharpe": 0.9, "oos_max_drawdown": 0.1, "trades_per_year": 2.0, "deflated_sharpe": 0.8}])
+    labels = pd.Series(["calm_bull", "crisis"], index=pd.to_datetime(["2026-11-19", "2026-11-20"]))
+    with pt.open_trades_db(tmp_path / "trades.db") as db:
+        for _ in range(2):
+            db.write_evaluations("2026-11-20", board)
+            db.write_regimes(labels, [0, 3])
+        ev = db.conn.execute("SELECT strategy, rank, params, deflated_sharpe FROM evaluations ORDER BY strategy")
+        assert ev.fetchall() == [("macd", 1, '{"fast": 12}', None), ("sma_cross", 1, '{"fast": 10, "slow": 30}', 0.8)]
+        reg = db.query("SELECT session, regime, code FROM regimes ORDER BY session")
+        assert reg.values.tolist() == [["2026-11-19", "calm_bull", 0], ["2026-11-20", "crisis", 3]]

@@ -1,0 +1,101 @@
+"""Tomorrow's signals: the position each strategy wants in each symbol for the next session.
+
+For every strategy, its best parameters (the highest fitness of the latest night in
+``<data_dir>/evolve/<strategy>/evaluations.jsonl``; the strategy's defaults when it has
+never been evolved) are backtested on the latest bars. A symbol's wanted position is
+the target of its last bar when the strategy has an opinion there, otherwise the position
+it holds (a target of NaN means "hold"). The rows go to ``signals`` in trades.db for the
+next NYSE session — replacing that session's rows of those strategies, so rerunning a
+night never duplicates them.
+
+>>> rows = next_session_signals(panel, "sma_cross", {"fast": 10, "slow": 30})   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import strategies as _strategies
+from .backtest import backtest
+
+__all__ = ["best_params", "next_session", "next_session_signals", "write_next_session_signals"]
+
+
+def best_params(data_dir: str | Path, strategy: str) -> tuple[dict, str]:
+    """(params, where they come from) for `strategy`: the best of its latest evolved night."""
+    path = Path(data_dir) / "evolve" / strategy / "evaluations.jsonl"
+    records = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("fitness") is not None:
+                records.append(rec)
+    if not records:
+        return dict(_strategies.get(strategy).defaults), "defaults (never evolved)"
+    night = max(r["night"] for r in records)
+    best = max((r for r in records if r["night"] == night), key=lambda r: r["fitness"])
+    return dict(best["params"]), f"evolved, night {night}, fitness {best['fitness']:.3f}"
+
+
+def next_session(last_date) -> pd.Timestamp:
+    """The first NYSE session after `last_date`."""
+    from .data.calendar import sessions
+
+    last = pd.Timestamp(last_date).normalize()
+    return sessions(last + pd.Timedelta(days=1), last + pd.Timedelta(days=15))[0]
+
+
+def next_session_signals(panel, strategy: str, params: dict | None = None, direction: str = "long_only",
+                         regime: str | None = None, **backtest_kwargs) -> list[dict]:
+    """One row per symbol that has bars: symbol, strategy, side (long/short/flat), strength, params, regime."""
+    spec = _strategies.get(strategy)
+    checked = spec.validate(params)
+    res = backtest(strategy, panel, checked, direction=direction, **backtest_kwargs)
+    trades = res.trades
+    holding = {row.symbol: row.side for row in trades[trades.open_at_end].itertuples()}
+    p = np.array(list(checked.values()), dtype=np.float64)
+    kernel = spec.signal_kernel()
+    targets = kernel(np.asfortranarray(panel.close, dtype=np.float64), p) if spec.portfolio_level else None
+    rows = []
+    for j, symbol in enumerate(panel.symbols):
+        close = panel.close[:, j]
+        valid = np.flatnonzero(np.isfinite(close))
+        if not valid.size:
+            continue
+        if targets is not None:
+            target = targets[:, j]
+        else:
+            target, _ = kernel(*(np.ascontiguousarray(panel.field(f)[:, j]) for f in ("open", "high", "low", "close")),
+                               p)
+        want = target[valid[-1]]
+        if math.isfinite(want):
+            if direction == "long_only" and want < 0:
+                want = 0.0
+            side = "long" if want > 0 else "short" if want < 0 else "flat"
+        else:
+            side = holding.get(symbol, "flat")  # no opinion today: keep what is held
+        rows.append({"symbol": symbol, "strategy": strategy, "side": side, "strength": 1.0 if side != "flat" else 0.0,
+                     "params": checked, "regime": regime})
+    return rows
+
+
+def write_next_session_signals(db, panel, strategies_=None, data_dir=None, run_id: int | None = None,
+                               regime: str | None = None, **backtest_kwargs) -> pd.DataFrame:
+    """Signals of `strategies_` (default: all eight) for the session after the panel's last
+    bar, written to `db` (a :class:`pitools.db.TradesDB`); returns that session's rows."""
+    session = str(next_session(panel.dates[-1]).date())
+    names = list(strategies_ or _strategies.names())
+    rows = []
+    for name in names:
+        params = best_params(data_dir, name)[0] if data_dir is not None else None
+        rows += next_session_signals(panel, name, params, regime=regime, **backtest_kwargs)
+    db.write_signals(session, rows, run_id=run_id, strategies=names)
+    return db.signals(session)
