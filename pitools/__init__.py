@@ -5,7 +5,7 @@
 >>> panel = pt.load_panel("/tmp/pt-demo", memory_budget_mb=500)  # doctest: +SKIP
 """
 
-from . import strategies
+from . import regime, strategies
 from .backtest import BacktestResult, backtest
 from .db import open_trades_db
 from .data import Panel, Store, estimate_panel, load_panel, load_series, make_demo_store
@@ -17,5 +17,5 @@ __version__ = "0.1.0"
 __all__ = [
     "BacktestResult", "ConfigError", "DataError", "FitnessResult", "IngestError", "MemoryBudgetError", "Panel",
     "PitoolsError", "Store", "StoreError", "backtest", "estimate_panel", "fitness_map", "load_panel", "load_series",
-    "make_demo_store", "open_trades_db", "strategies",
+    "make_demo_store", "open_trades_db", "regime", "strategies",
 ]
