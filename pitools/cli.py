@@ -162,8 +162,11 @@ def _cmd_db_migrate(args) -> int:
     from .db import migrate
 
     path = args.db if args.db is not None else _profile(args).data_dir / "trades.db"
+    new = not path.exists()
     before, after, backup = migrate(path)
-    if before == after:
+    if new:
+        print(f"{path}: created at schema version {after}")
+    elif before == after:
         print(f"{path}: schema version {after}, up to date")
     else:
         print(f"{path}: schema version {before} -> {after}" + (f"; backup of the old one: {backup}" if backup else ""))
