@@ -184,34 +184,43 @@ def migrate(path: str | Path) -> tuple[int, int, Path | None]:
     (rolled back; the database is as it was and the backup is kept).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    existed = path.exists() and path.stat().st_size > 0
-    conn = _verified(path)
+    conn = _open_checked(path)
     try:
-        before = conn.execute("PRAGMA user_version").fetchone()[0]
-        if before > LATEST_VERSION:
-            raise DatabaseError(f"{str(path)!r} has schema version {before}, newer than this pitools knows "
-                                f"({LATEST_VERSION}); it is not downgraded. Upgrade pitools")
-        backup = None
-        if before < LATEST_VERSION and existed:
-            backup = _backup(conn, path, before)
-        for version, what, step in MIGRATIONS:
-            if version <= before:
-                continue
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                step(conn)
-                conn.execute(f"PRAGMA user_version = {version}")
-                conn.execute("COMMIT")
-            except Exception as exc:
-                conn.execute("ROLLBACK")
-                raise DatabaseError(f"migration to schema version {version} ({what}) of {str(path)!r} failed and "
-                                    f"was rolled back: {type(exc).__name__}: {exc}"
-                                    + (f"; a copy from before is in {backup}" if backup else "")) from exc
-        conn.execute("PRAGMA journal_mode = WAL")  # persistent: readers never block the writer
-        return before, LATEST_VERSION, backup
+        return _migrate(conn, path)
     finally:
         conn.close()
+
+
+def _open_checked(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _verified(path)
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int, Path | None]:
+    """:func:`migrate` on a connection that :func:`_verified` opened."""
+    before = conn.execute("PRAGMA user_version").fetchone()[0]
+    if before > LATEST_VERSION:
+        raise DatabaseError(f"{str(path)!r} has schema version {before}, newer than this pitools knows "
+                            f"({LATEST_VERSION}); it is not downgraded. Upgrade pitools")
+    backup = None
+    has_tables = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] > 0
+    if before < LATEST_VERSION and has_tables:
+        backup = _backup(conn, path, before)
+    for version, what, step in MIGRATIONS:
+        if version <= before:
+            continue
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            step(conn)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except Exception as exc:
+            conn.execute("ROLLBACK")
+            raise DatabaseError(f"migration to schema version {version} ({what}) of {str(path)!r} failed and "
+                                f"was rolled back: {type(exc).__name__}: {exc}"
+                                + (f"; a copy from before is in {backup}" if backup else "")) from exc
+    conn.execute("PRAGMA journal_mode = WAL")  # persistent: readers never block the writer
+    return before, LATEST_VERSION, backup
 
 
 # ---------------------------------------------------------------- the handle
@@ -330,5 +339,10 @@ class TradesDB:
 def open_trades_db(path: str | Path) -> TradesDB:
     """Open (creating or migrating first, with a backup) the trades database at `path`."""
     path = Path(path)
-    migrate(path)
-    return TradesDB(path, _verified(path))
+    conn = _open_checked(path)  # one integrity check, one connection: migrate, then use it
+    try:
+        _migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return TradesDB(path, conn)
