@@ -20,13 +20,14 @@ import pandas as pd
 from . import strategies as _strategies
 from .data.panel import Panel
 from .errors import DataError, did_you_mean
+from .kernels.layout import (STAT_FIELDS, T_ENTRY_BAR, T_ENTRY_PRICE, T_EXIT_BAR, T_EXIT_PRICE, T_OPEN_AT_END, T_PNL,
+                             T_RETURN, T_SIDE, T_SIZE)
 
 __all__ = ["backtest", "BacktestResult", "FILLS", "DIRECTIONS"]
 
 FILLS = ("next_open", "close")
 DIRECTIONS = ("long_only", "long_short")
-STAT_COLUMNS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "n_trades", "win_rate",
-                "exposure", "profit_factor", "final_equity")
+STAT_COLUMNS = STAT_FIELDS
 
 
 def _choice(name: str, value, allowed) -> str:
@@ -96,11 +97,12 @@ def _stats(run: _Run, per_symbol: bool = True):
 
 
 def _curves(run: _Run):
-    """Equity (bars × symbols) and each symbol's trades, from the same per-symbol kernels."""
-    from .kernels.driver import symbol_nb
+    """Equity (bars × symbols), each symbol's trades and next position, from the same kernels."""
+    from .kernels.simulation import simulate_curves_nb
 
     p = run.panel
     curves = np.full((p.n_bars, p.n_symbols), np.nan)
+    next_positions = np.full(p.n_symbols, np.nan)
     trade_lists = []
     targets = run.universe_targets() if run.strategy.portfolio_level else None
     kernel = run.strategy.signal_kernel()
@@ -110,9 +112,10 @@ def _curves(run: _Run):
             target, trail = np.ascontiguousarray(targets[:, j]), np.empty(0)
         else:
             target, trail = kernel(o, h, lo, c, run.param_array)
-        curves[:, j], _, trades = symbol_nb(o, h, lo, c, target, trail, *run.settings())
+        curves[:, j], _, trades, next_positions[j] = simulate_curves_nb(o, h, lo, c, target, trail,
+                                                                        *run.settings())
         trade_lists.append((j, trades))
-    return curves, trade_lists
+    return curves, trade_lists, next_positions
 
 
 class BacktestResult:
@@ -179,9 +182,6 @@ class BacktestResult:
     @property
     def trades(self) -> pd.DataFrame:
         """One row per trade: symbol, entry_time, exit_time, side, size, entry_price, exit_price, pnl, return."""
-        from .kernels.simulation import (T_ENTRY_BAR, T_ENTRY_PRICE, T_EXIT_BAR, T_EXIT_PRICE, T_OPEN_AT_END,
-                                         T_PNL, T_RETURN, T_SIDE, T_SIZE)
-
         dates, symbols = self._run.panel.dates, self._run.panel.symbols
         rows = []
         for j, t in self._curves[1]:
@@ -191,6 +191,13 @@ class BacktestResult:
                              t[k, T_EXIT_PRICE], t[k, T_PNL], t[k, T_RETURN], bool(t[k, T_OPEN_AT_END])))
         return pd.DataFrame(rows, columns=["symbol", "entry_time", "exit_time", "side", "size", "entry_price",
                                            "exit_price", "pnl", "return", "open_at_end"])
+
+    @property
+    def next_positions(self) -> pd.Series:
+        """Per symbol, the position held once the last bar's order fills: +1 long, -1 short,
+        0 flat (NaN for a symbol without bars) — what to trade at the next session. Built
+        with the lazy equity and trades."""
+        return pd.Series(self._curves[2], index=self._run.panel.symbol_index, name="next_position")
 
     def __repr__(self) -> str:
         p = self.portfolio

@@ -40,7 +40,7 @@ from .backtest import backtest
 from .config import Profile, project_root
 from .data.atomic import fsync_dir, write_bytes_atomic, write_text_atomic
 from .errors import ConfigError, PitoolsError, did_you_mean
-from .scoring import Scoring, deflated_sharpe, return_metrics, score_candidate, walk_forward_windows
+from .scoring import Scoring, deflated_sharpe, score_candidate, walk_forward_windows
 
 __all__ = ["SearchConfig", "load_search_config", "evolve", "EvolveReport", "evaluate_candidate", "EvalContext"]
 
@@ -409,5 +409,4 @@ def _leader(name: str, tonight: list[dict], state: _StrategyState, ctx: EvalCont
     row.update({k: (math.nan if win.get(k) is None else win[k])
                 for k in ("fitness", "params", "is_sharpe", "oos_sharpe", "oos_max_drawdown", "trades_per_year")})
     row["deflated_sharpe"] = deflated_sharpe(oos, trials)
-    row["oos_check"] = return_metrics(oos)["sharpe"]
     return row

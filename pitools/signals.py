@@ -2,9 +2,9 @@
 
 For every strategy, its best parameters (the highest fitness of the latest night in
 ``<data_dir>/evolve/<strategy>/evaluations.jsonl``; the strategy's defaults when it has
-never been evolved) are backtested on the latest bars. A symbol's wanted position is
-the target of its last bar when the strategy has an opinion there, otherwise the position
-it holds (a target of NaN means "hold"). The rows go to ``signals`` in trades.db for the
+never been evolved) are backtested on the latest bars. A symbol's wanted position is the
+one the backtest holds once its last bar's order fills (a NaN target holds, a stopped-out
+signal stays flat). The rows go to ``signals`` in trades.db for the
 next NYSE session — replacing that session's rows of those strategies, so rerunning a
 night never duplicates them.
 
@@ -17,7 +17,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from . import strategies as _strategies
@@ -55,33 +54,18 @@ def next_session(last_date) -> pd.Timestamp:
 
 def next_session_signals(panel, strategy: str, params: dict | None = None, direction: str = "long_only",
                          regime: str | None = None, **backtest_kwargs) -> list[dict]:
-    """One row per symbol that has bars: symbol, strategy, side (long/short/flat), strength, params, regime."""
-    spec = _strategies.get(strategy)
-    checked = spec.validate(params)
-    res = backtest(strategy, panel, checked, direction=direction, **backtest_kwargs)
-    trades = res.trades
-    holding = {row.symbol: row.side for row in trades[trades.open_at_end].itertuples()}
-    p = np.array(list(checked.values()), dtype=np.float64)
-    kernel = spec.signal_kernel()
-    targets = kernel(np.asfortranarray(panel.close, dtype=np.float64), p) if spec.portfolio_level else None
+    """One row per symbol that has bars: symbol, strategy, side (long/short/flat), strength, params, regime.
+
+    The side is the backtest's own next position (``res.next_positions``): the last bar's
+    order once filled, so holds, stops and the long-only clip are the simulation's.
+    """
+    checked = _strategies.get(strategy).validate(params)
+    wanted = backtest(strategy, panel, checked, direction=direction, **backtest_kwargs).next_positions
     rows = []
-    for j, symbol in enumerate(panel.symbols):
-        close = panel.close[:, j]
-        valid = np.flatnonzero(np.isfinite(close))
-        if not valid.size:
-            continue
-        if targets is not None:
-            target = targets[:, j]
-        else:
-            target, _ = kernel(*(np.ascontiguousarray(panel.field(f)[:, j]) for f in ("open", "high", "low", "close")),
-                               p)
-        want = target[valid[-1]]
-        if math.isfinite(want):
-            if direction == "long_only" and want < 0:
-                want = 0.0
-            side = "long" if want > 0 else "short" if want < 0 else "flat"
-        else:
-            side = holding.get(symbol, "flat")  # no opinion today: keep what is held
+    for symbol, pos in wanted.items():
+        if math.isnan(pos):
+            continue  # no bars
+        side = "long" if pos > 0 else "short" if pos < 0 else "flat"
         rows.append({"symbol": symbol, "strategy": strategy, "side": side, "strength": 1.0 if side != "flat" else 0.0,
                      "params": checked, "regime": regime})
     return rows

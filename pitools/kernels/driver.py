@@ -5,8 +5,9 @@ first argument (numba compiles one specialisation per kernel); ``run_targets_nb`
 targets a portfolio-level strategy computed for the whole universe. Both call
 :func:`~pitools.kernels.simulation.simulate_into_nb` without per-bar outputs: the metrics
 are accumulated as the bars go, and the per-bar sum and count of returns that make the
-equal-weight portfolio are added in the same pass. ``symbol_nb`` runs the same simulation
-for one symbol with its equity curve and trades (the lazy ``res.equity`` / ``res.trades``).
+equal-weight portfolio are added in the same pass. The lazy ``res.equity`` / ``res.trades``
+run the same simulation per symbol with its curves
+(:func:`~pitools.kernels.simulation.simulate_curves_nb`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .signals import (atr_breakout_nb, bollinger_reversion_nb, donchian_breakout
                       sma_cross_nb, ts_momentum_nb)
 from .simulation import N_STATS, TRADE_FIELDS, simulate_into_nb
 
-__all__ = ["run_symbols_nb", "run_builtin_nb", "builtin_signals_nb", "run_targets_nb", "symbol_nb", "N_STATS",
+__all__ = ["run_symbols_nb", "run_builtin_nb", "builtin_signals_nb", "run_targets_nb", "N_STATS",
            "BUILTIN_KERNELS"]
 
 _jit = numba.njit(cache=True, error_model="numpy")
@@ -56,20 +57,6 @@ def builtin_signals_nb(kernel_id, open_, high, low, close, params):
     if _builtin_signal(kernel_id, open_, high, low, close, params, target, trail):
         return target, trail
     return target, trail[:0]
-
-
-@_jit
-def symbol_nb(open_, high, low, close, target, trail, gate, fill_close, long_only, fees, slippage, cash,
-              integer_shares, stop_loss, take_profit):
-    """One symbol with its curves: (equity, exposure, trades), flat where `gate` is False."""
-    n = close.shape[0]
-    equity = np.full(n, np.nan)
-    exposure = np.zeros(n, np.uint8)
-    trades = np.empty((n + 1, len(TRADE_FIELDS)))
-    none = np.empty(0)
-    k = simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, long_only, fees, slippage, cash,
-                         integer_shares, stop_loss, take_profit, equity, exposure, trades, none, none, none)
-    return equity, exposure, trades[:k].copy()
 
 
 @_jit

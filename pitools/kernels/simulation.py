@@ -32,20 +32,14 @@ import numpy as np
 from .metrics import (EXPOSURE, METRIC_NAMES, N_TRADES, PROFIT_FACTOR, TRADE_METRIC_NAMES, TRADE_STATE_SIZE,
                       WIN_RATE, metrics_finish, metrics_push, metrics_start, trade_finish, trade_push)
 
-__all__ = ["simulate_nb", "simulate_into_nb", "STAT_FIELDS", "N_STATS", "TRADE_FIELDS", "T_ENTRY_BAR", "T_EXIT_BAR", "T_SIDE", "T_SIZE", "T_ENTRY_PRICE",
-           "T_EXIT_PRICE", "T_PNL", "T_RETURN", "T_OPEN_AT_END"]
+from .layout import (N_STATS, STAT_FIELDS, T_ENTRY_BAR, T_ENTRY_PRICE, T_EXIT_BAR, T_EXIT_PRICE, T_OPEN_AT_END, T_PNL,
+                     T_RETURN, T_SIDE, T_SIZE, TRADE_FIELDS)
+
+__all__ = ["simulate_nb", "simulate_curves_nb", "simulate_into_nb", "STAT_FIELDS", "N_STATS", "TRADE_FIELDS",
+           "T_ENTRY_BAR", "T_EXIT_BAR", "T_SIDE", "T_SIZE", "T_ENTRY_PRICE", "T_EXIT_PRICE", "T_PNL", "T_RETURN",
+           "T_OPEN_AT_END"]
 
 _jit = numba.njit(cache=True, error_model="numpy")
-
-# Columns of the trades array.
-TRADE_FIELDS = ("entry_bar", "exit_bar", "side", "size", "entry_price", "exit_price", "pnl", "return", "open_at_end")
-T_ENTRY_BAR, T_EXIT_BAR, T_SIDE, T_SIZE, T_ENTRY_PRICE, T_EXIT_PRICE, T_PNL, T_RETURN, T_OPEN_AT_END = range(9)
-
-
-# Columns of the per-symbol stats row written by simulate_into_nb (pitools.backtest.STAT_COLUMNS).
-STAT_FIELDS = ("total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar", "n_trades", "win_rate",
-               "exposure", "profit_factor", "final_equity")
-N_STATS = len(STAT_FIELDS)
 
 # Helpers of the per-bar loop are inlined by numba itself, so the position state stays in
 # registers (scalars in, tuples out) instead of going through memory each bar.
@@ -136,7 +130,10 @@ def _protective_exit(pos, entry_px, stop_loss, take_profit, trail_level, o, h, l
 @_jit
 def simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, long_only, fees, slippage, cash,
                      integer_shares, stop_loss, take_profit, equity, exposure, trades, stats, ret_sum, ret_count):
-    """The simulation and its metrics in one pass over one symbol's bars; returns the trade count.
+    """The simulation and its metrics in one pass over one symbol's bars.
+
+    Returns (trade count, next position): the position held after the pending order of
+    the last bar fills (+1 / -1 / 0; NaN for a symbol without bars) — what to trade next.
 
     Inputs as :func:`simulate_nb`, plus `gate` (per-bar bool: False forces the target flat;
     empty = no filter). Outputs, each skipped when passed empty:
@@ -289,7 +286,23 @@ def simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, l
             tm[PROFIT_FACTOR], prev_e
     elif stats.shape[0] == 1:
         stats[0] += trade_state[0]
-    return k
+    next_pos = np.nan if last_valid < 0 else (pending if np.isfinite(pending) else pos)
+    return k, next_pos
+
+
+@_jit
+def simulate_curves_nb(open_, high, low, close, target, trail, gate, fill_close, long_only, fees, slippage, cash,
+                       integer_shares, stop_loss, take_profit):
+    """:func:`simulate_into_nb` with its per-bar outputs: (equity, exposure, trades, next position)."""
+    n = close.shape[0]
+    equity = np.full(n, np.nan)
+    exposure = np.zeros(n, np.uint8)
+    trades = np.empty((n + 1, len(TRADE_FIELDS)))
+    none = np.empty(0)
+    k, next_pos = simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, long_only, fees,
+                                   slippage, cash, integer_shares, stop_loss, take_profit, equity, exposure, trades,
+                                   none, none, none)
+    return equity, exposure, trades[:k].copy(), next_pos
 
 
 @_jit
@@ -300,12 +313,7 @@ def simulate_nb(open_, high, low, close, target, fill_close, long_only, fees, sl
     `trail` is an array of trailing distances in price units (NaN = no trailing stop that
     bar); pass an empty array for none. `stop_loss` / `take_profit` are fractions, NaN = off.
     """
-    n = close.shape[0]
-    equity = np.full(n, np.nan)
-    exposure = np.zeros(n, np.uint8)
-    trades = np.empty((n + 1, len(TRADE_FIELDS)))
-    none = np.empty(0)
-    k = simulate_into_nb(open_, high, low, close, target, trail, np.empty(0, np.bool_), fill_close, long_only, fees,
-                         slippage, cash, integer_shares, stop_loss, take_profit, equity, exposure, trades, none,
-                         none, none)
-    return equity, exposure, trades[:k].copy()
+    equity, exposure, trades, _ = simulate_curves_nb(open_, high, low, close, target, trail, np.empty(0, np.bool_),
+                                                     fill_close, long_only, fees, slippage, cash, integer_shares,
+                                                     stop_loss, take_profit)
+    return equity, exposure, trades
