@@ -37,8 +37,12 @@ class FieldSpec:
     low: float | None = None
     high: float | None = None
     help: str = ""
+    default: Any = None  # None: every profile must set it (or extend one that does)
+    choices: tuple[str, ...] = ()
 
     def allowed(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
         kind = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}[self.kind]
         if self.low is not None and self.high is not None:
             return f"{kind} from {self.low:g} to {self.high:g}"
@@ -59,6 +63,27 @@ FIELDS: dict[str, FieldSpec] = {
     "seed": FieldSpec(int, 0, 2**32 - 1, "seed of every random choice of a run"),
     "demo_symbols": FieldSpec(int, 1, 100_000, "symbols in the demo universe that `make run` builds"),
     "demo_years": FieldSpec(int, 1, 60, "years of the demo universe that `make run` builds"),
+    # The nightly run (pitools nightly, scheduled/): optional, with defaults for a Pi.
+    "keep_nights": FieldSpec(int, 1, 3650, "nights of outputs/ kept (the newest successful one always is)",
+                             default=14),
+    "notebook_timeout_s": FieldSpec(int, 10, 86_400, "wall-clock limit of one nightly notebook", default=1800),
+    "nightly_timeout_min": FieldSpec(int, 1, 1440, "wall-clock limit of the whole nightly service (systemd)",
+                                     default=180),
+    "memory_high_mb": FieldSpec(int, 64, 1_048_576, "systemd MemoryHigh of the nightly service: "
+                                "reclaim and slow down above it", default=2800),
+    "memory_max_mb": FieldSpec(int, 64, 1_048_576, "systemd MemoryMax of the nightly service: "
+                               "the kernel's OOM killer stops the run above it", default=3300),
+    "nice": FieldSpec(int, -20, 19, "scheduling priority of the nightly service (higher: nicer)", default=10),
+    "schedule": FieldSpec(str, help="systemd OnCalendar of the nightly timer (after the day's bars are final)",
+                          default="Mon..Fri *-*-* 18:30:00 America/New_York"),
+    "data_source": FieldSpec(str, help="where 01_data gets new bars", default="drop_folder",
+                             choices=("drop_folder", "http", "none")),
+    "drop_dir": FieldSpec(str, help="folder another tool fills with bar files (relative: inside data_dir)",
+                          default="incoming"),
+    "http_base_url": FieldSpec(str, help="Stooq-style daily CSV endpoint of the http source",
+                               default="https://stooq.com/q/d/l/"),
+    "http_timeout_s": FieldSpec(float, 0.1, 600.0, "seconds one HTTP request of the http source may take",
+                                default=30.0),
 }
 
 
@@ -78,11 +103,32 @@ class Profile:
     seed: int
     demo_symbols: int
     demo_years: int
+    keep_nights: int = 14
+    notebook_timeout_s: int = 1800
+    nightly_timeout_min: int = 180
+    memory_high_mb: int = 2800
+    memory_max_mb: int = 3300
+    nice: int = 10
+    schedule: str = "Mon..Fri *-*-* 18:30:00 America/New_York"
+    data_source: str = "drop_folder"
+    drop_dir: str = "incoming"
+    http_base_url: str = "https://stooq.com/q/d/l/"
+    http_timeout_s: float = 30.0
 
     @property
     def store_dir(self) -> Path:
         """The parquet bar store inside the data directory."""
         return self.data_dir / "store"
+
+    @property
+    def db_path(self) -> Path:
+        """trades.db inside the data directory."""
+        return self.data_dir / "trades.db"
+
+    @property
+    def drop_path(self) -> Path:
+        """The drop folder of the ``drop_folder`` source (``drop_dir``, relative to ``data_dir``)."""
+        return self.data_dir / Path(os.path.expanduser(self.drop_dir))
 
     def replace(self, **changes: Any) -> "Profile":
         """A copy with `changes` applied and validated like the file."""
@@ -167,6 +213,8 @@ def _check_value(profile: str, key: str, value: Any) -> Any:
     if spec.kind is str:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{where} must be a non-empty string ({spec.help})")
+        if spec.choices and value not in spec.choices:
+            raise ConfigError(f"{where} must be {spec.allowed()}.{did_you_mean(value, spec.choices)}")
         return value
     if spec.kind is bool:
         if not isinstance(value, bool):
@@ -206,10 +254,14 @@ def _resolve(name: str, profiles: dict[str, dict], seen: tuple[str, ...] = ()) -
 
 
 def _build(name: str, values: dict[str, Any], root: Path) -> Profile:
+    values = {**{k: f.default for k, f in FIELDS.items() if f.default is not None}, **values}
     missing = [k for k in FIELDS if k not in values]
     if missing:
         raise ConfigError(f"profile {name!r} lacks {', '.join(f'`{k}`' for k in missing)}; "
                           "set them in the profile or in a profile it `extends`")
+    if values["memory_high_mb"] >= values["memory_max_mb"]:
+        raise ConfigError(f"profile {name!r}: `memory_high_mb` = {values['memory_high_mb']!r} must be below "
+                          f"`memory_max_mb` = {values['memory_max_mb']!r} (the service slows down before it is killed)")
     data_dir = Path(os.path.expanduser(values["data_dir"]))
     if not data_dir.is_absolute():
         data_dir = root / data_dir
