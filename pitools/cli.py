@@ -80,6 +80,30 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="NYSE sessions the data may lag before it counts as stale (default 0)")
     p.set_defaults(func=_cmd_check)
 
+    p = sub.add_parser("nightly", help="the nightly run: papermill executes params/nightly.yaml into outputs/<date>/")
+    _add_profile(p)
+    p.add_argument("--date", help="the session the run is for, YYYY-MM-DD (default: the last closed NYSE session)")
+    p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
+    p.add_argument("--outputs", type=Path, help="outputs folder (default: outputs/ of the project)")
+    p.add_argument("--notebooks", type=Path, metavar="YAML", help="another notebook list (default: params/nightly.yaml)")
+    p.set_defaults(func=_cmd_nightly)
+
+    p = sub.add_parser("nightly-failed", help="(the service's OnFailure hook) record a failed night in the index")
+    _add_profile(p)
+    p.add_argument("--unit", default="pitools-nightly.service", help="the unit that failed")
+    p.add_argument("--outputs", type=Path, help="outputs folder (default: outputs/ of the project)")
+    p.set_defaults(func=_cmd_nightly_failed)
+
+    p = sub.add_parser("install-services", help="render the systemd units of scheduled/ for this machine "
+                       "(and install and enable them)")
+    _add_profile(p)
+    p.add_argument("--user", dest="user_mode", action="store_true",
+                   help="user units (~/.config/systemd/user, with lingering) instead of system units")
+    p.add_argument("--dry-run", action="store_true", help="print the units, write nothing")
+    p.add_argument("--dest", type=Path, metavar="DIR", help="write the units to DIR and enable nothing")
+    p.add_argument("--lab-port", type=int, default=8888, help="port of the lab service (default 8888)")
+    p.set_defaults(func=_cmd_install_services)
+
     p = sub.add_parser("summary", help="load the profile's universe and print a short summary")
     _add_profile(p)
     p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
@@ -180,6 +204,37 @@ def _cmd_check(args) -> int:
     report = check(profile, store=_store_dir(args, profile), db=args.db, allowed_missed=args.allow_missed)
     print(report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _cmd_nightly(args) -> int:
+    from .nightly import run_nightly
+
+    profile = _profile(args)
+    run = run_nightly(profile, night=args.date, store=args.store, outputs=args.outputs, overrides=args.overrides,
+                      notebooks=args.notebooks)
+    print(run.breakdown())
+    print(f"index: {(run.run_dir.parent / 'index.html').resolve()}")
+    return run.exit_code
+
+
+def _cmd_nightly_failed(args) -> int:
+    from .config import project_root
+    from .nightly import mark_failed
+
+    _profile(args)  # a bad profile is still bad input here
+    outputs = args.outputs if args.outputs is not None else project_root() / "outputs"
+    path = mark_failed(outputs, unit=args.unit)
+    print(f"failure of {args.unit} recorded: {path}")
+    return EXIT_OK
+
+
+def _cmd_install_services(args) -> int:
+    from .services import install_services
+
+    profile = _profile(args)
+    print(install_services(profile, user_mode=args.user_mode, dry_run=args.dry_run, dest=args.dest,
+                           lab_port=args.lab_port))
+    return EXIT_OK
 
 
 def _cmd_summary(args) -> int:

@@ -1,0 +1,615 @@
+"""The nightly run: papermill executes the notebook list of ``params/nightly.yaml``.
+
+Each notebook runs on the ``pitools`` kernel (this environment's interpreter) with the
+project root as its working directory, the profile's parameters and a wall-clock limit.
+It lands as ``outputs/<night>/NN_name.ipynb`` plus a code-hidden ``.html``; ``run.json``
+beside them records status, timings, peak memory (PSS of the kernel and its pool
+workers, sampled from /proc — never virtual size), versions and parameters, and is
+rewritten after every notebook so ``outputs/index.html`` can show a run in progress.
+
+Everything that can be checked is checked before anything is written under outputs/:
+the profile, the list, every notebook's parameters (an unknown one is an error, not
+papermill's warning), the store. A lock in the data directory keeps two runs from
+overlapping. A failing notebook keeps its output and HTML with the error visible; the
+notebooks that need it are skipped and the run exits 1. A later run of the same night
+goes to ``outputs/<night>.2/`` (…), so an interrupted or failed rerun never damages an
+earlier one.
+
+>>> from pitools.config import load_profile
+>>> run = run_nightly(load_profile("demo"))     # doctest: +SKIP
+>>> run.status, run.run_dir                       # doctest: +SKIP
+('ok', PosixPath('outputs/2026-11-20'))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import Profile, project_root
+from .errors import ConfigError, PitoolsError, did_you_mean
+from .reports import LOG_NAME, RUN_FILE, export_html, plotly_asset, read_runs, write_index, write_public
+
+__all__ = ["NightlyError", "NightlyLocked", "NotebookSpec", "RunRecord", "load_nightly", "run_nightly",
+           "mark_failed", "STANDARD_PARAMETERS"]
+
+log = logging.getLogger("pitools.nightly")
+
+NIGHTLY_FILE = Path("params") / "nightly.yaml"
+# What every notebook of the list receives (notebooks/README.md).
+STANDARD_PARAMETERS = ("profile", "overrides", "night", "store", "run_dir", "run_id")
+_NAME_RE = re.compile(r"^[0-9]{2}_[A-Za-z0-9_]+$")
+_ENTRY_KEYS = {"name", "path", "needs", "parameters", "timeout_s"}
+_SAMPLE_S = 0.25
+
+
+class NightlyError(PitoolsError, RuntimeError):
+    """The nightly run could not do its work."""
+
+    exit_code = 1
+
+
+class NightlyLocked(NightlyError):
+    """Another nightly run holds the lock."""
+
+
+@dataclass(frozen=True)
+class NotebookSpec:
+    """One entry of ``params/nightly.yaml``."""
+
+    name: str
+    path: Path
+    needs: tuple[str, ...] = ()
+    parameters: dict = field(default_factory=dict)
+    timeout_s: int | None = None
+
+
+# ---------------------------------------------------------------- the list
+
+def load_nightly(path: str | Path | None = None, root: Path | None = None) -> list[NotebookSpec]:
+    """Read and check the notebook list (default ``params/nightly.yaml``)."""
+    root = root or project_root()
+    file = Path(path) if path is not None else root / NIGHTLY_FILE
+    if not file.is_file():
+        raise ConfigError(f"notebook list {str(file)!r} does not exist")
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{str(file)!r} is not valid YAML: {exc}") from None
+    entries = raw.get("notebooks") if isinstance(raw, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{str(file)!r} must hold `notebooks:`, a list of entries like "
+                          "{name: 01_data, needs: []}")
+    specs: list[NotebookSpec] = []
+    for i, entry in enumerate(entries):
+        where = f"{file.name}: notebook {i + 1}"
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be a mapping with `name`, got {entry!r}")
+        unknown = set(entry) - _ENTRY_KEYS
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(f"{where}: unknown key {key!r}.{did_you_mean(key, _ENTRY_KEYS)} "
+                              f"Allowed: {', '.join(sorted(_ENTRY_KEYS))}")
+        name = entry.get("name")
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ConfigError(f"{where}: `name` = {name!r} must look like NN_name (two digits, an underscore, "
+                              "letters/digits), e.g. '03_research'")
+        where = f"{file.name}: notebook {name!r}"
+        if any(s.name == name for s in specs):
+            raise ConfigError(f"{where} is listed twice")
+        nb_path = Path(entry.get("path") or Path("notebooks") / f"{name}.ipynb")
+        nb_path = nb_path if nb_path.is_absolute() else root / nb_path
+        if not nb_path.is_file():
+            raise ConfigError(f"{where}: `path` = {str(nb_path)!r} does not exist")
+        needs = entry.get("needs") or []
+        if not isinstance(needs, list) or not all(isinstance(n, str) for n in needs):
+            raise ConfigError(f"{where}: `needs` = {needs!r} must be a list of earlier notebook names")
+        for n in needs:
+            if not any(s.name == n for s in specs):
+                earlier = [s.name for s in specs]
+                raise ConfigError(f"{where}: `needs` names {n!r}, which is not an earlier notebook of the list."
+                                  f"{did_you_mean(n, earlier)} Earlier: {', '.join(earlier) or 'none'}")
+        params = entry.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: `parameters` = {params!r} must be a mapping of name: value")
+        clash = sorted(set(params) & set(STANDARD_PARAMETERS))
+        if clash:
+            raise ConfigError(f"{where}: `parameters` sets {clash[0]!r}, which the runner sets for every notebook "
+                              f"({', '.join(STANDARD_PARAMETERS)})")
+        timeout = entry.get("timeout_s")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 1):
+            raise ConfigError(f"{where}: `timeout_s` = {timeout!r} must be a whole number of seconds >= 1")
+        specs.append(NotebookSpec(name, nb_path, tuple(needs), dict(params), timeout))
+    return specs
+
+
+def _check_parameters(specs: list[NotebookSpec]) -> None:
+    """Every parameter the runner passes must exist in the notebook's `parameters` cell."""
+    import papermill as pm
+
+    for spec in specs:
+        try:
+            declared = set(pm.inspect_notebook(str(spec.path)))
+        except Exception as exc:  # a notebook papermill cannot read is bad input
+            raise ConfigError(f"notebook {spec.name!r} ({spec.path}) cannot be read: {exc}") from None
+        for name in (*STANDARD_PARAMETERS, *spec.parameters):
+            if name not in declared:
+                raise ConfigError(
+                    f"notebook {spec.name!r}: unknown parameter {name!r}.{did_you_mean(name, declared)} "
+                    f"Its `parameters` cell defines: {', '.join(sorted(declared)) or 'nothing'} "
+                    f"({spec.path}); add it there or remove it from params/nightly.yaml")
+
+
+# ---------------------------------------------------------------- memory of the kernel tree
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])  # the comm field may hold spaces
+        kids.setdefault(ppid, []).append(int(entry.name))
+    return kids
+
+
+def descendants(pid: int | None = None) -> list[int]:
+    """Every process below `pid` (default: this one): the kernel and its pool workers."""
+    kids = _children_map()
+    out, todo = [], list(kids.get(pid or os.getpid(), []))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(kids.get(p, []))
+    return out
+
+
+class _KernelWatch(threading.Thread):
+    """Samples the PSS of everything below this process and enforces the wall-clock limit."""
+
+    def __init__(self, timeout_s: float):
+        super().__init__(daemon=True, name="pitools-kernel-watch")
+        from .memory import pool_pss_bytes, rss_bytes
+
+        self._pss, self._rss = pool_pss_bytes, rss_bytes
+        self.timeout_s = timeout_s
+        self.peak_pss = 0
+        self.peak_rss = 0
+        self.timed_out = False
+        self._halt = threading.Event()
+        self._t0 = time.monotonic()
+
+    def run(self) -> None:
+        while not self._halt.wait(_SAMPLE_S):
+            pids = descendants()
+            self.peak_pss = max(self.peak_pss, self._pss(pids))
+            self.peak_rss = max([self.peak_rss, *(r for r in map(self._rss, pids) if r)])
+            if time.monotonic() - self._t0 > self.timeout_s and not self.timed_out:
+                self.timed_out = True
+                log.error("wall-clock limit of %.0f s reached: stopping the kernel", self.timeout_s)
+                _kill(pids)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
+
+
+def _kill(pids) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------- the lock
+
+@contextlib.contextmanager
+def _nightly_lock(data_dir: Path, info: dict):
+    """An exclusive flock on ``<data_dir>/nightly.lock``: the kernel drops it when the holder
+    dies (even by kill -9), so a crashed run never blocks the next one."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "nightly.lock"
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        raise NightlyLocked(f"another nightly run holds {str(path)!r} ({holder}); wait for it to finish "
+                            "(`systemctl status pitools-nightly` or outputs/index.html shows it)") from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(", ".join(f"{k} {v}" for k, v in info.items()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+# ---------------------------------------------------------------- the run record
+
+@dataclass
+class RunRecord:
+    """What ``run.json`` holds; rewritten atomically after every notebook."""
+
+    night: str
+    profile: str
+    run_dir: Path
+    started_at: str
+    parameters: dict
+    overrides: list
+    versions: dict
+    notebooks: list[dict]
+    run_id: int | None = None
+    status: str = "running"
+    finished_at: str | None = None
+    duration_s: float | None = None
+    peak_pss_bytes: int = 0
+    peak_rss_bytes: int = 0
+    pid: int = dataclasses.field(default_factory=os.getpid)
+
+    def save(self) -> None:
+        body = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+        write_public(self.run_dir / RUN_FILE, json.dumps(body, indent=1, default=str) + "\n")
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.status == "ok" else 1
+
+    def breakdown(self) -> str:
+        """A few lines: each notebook's time split into kernel start-up, cells and HTML export."""
+        from .memory import format_mb
+
+        lines = [f"nightly {self.night} (profile {self.profile}): {self.status} in {self.duration_s or 0:.1f} s, "
+                 f"peak PSS of the kernels {format_mb(self.peak_pss_bytes)} — {self.run_dir}"]
+        for nb in self.notebooks:
+            t = nb.get("timings", {})
+            split = (f"start-up {t['startup_s']:.1f} s, cells {t['cells_s']:.1f} s, html {t['html_s']:.1f} s"
+                     if t else "")
+            lines.append(f"  {nb['name']:<14} {nb['status']:<8} {nb.get('duration_s') or 0:6.1f} s  "
+                         f"{split:<48} peak {format_mb(nb.get('peak_pss_bytes'))}"
+                         + (f"  — {nb['error']}" if nb.get("error") else ""))
+        return "\n".join(lines)
+
+
+def _now() -> str:
+    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("pitools", "numpy", "pandas", "numba", "pyarrow", "papermill", "nbconvert", "ipykernel", "plotly",
+                "nevergrad", "scikit-learn"):
+        with contextlib.suppress(PackageNotFoundError):
+            out[pkg] = version(pkg)
+    return out
+
+
+def _run_dir(outputs: Path, night: str) -> Path:
+    """``outputs/<night>``, or ``<night>.2``, ``.3``… when that night already ran."""
+    path, n = outputs / night, 1
+    while path.exists():
+        n += 1
+        path = outputs / f"{night}.{n}"
+    return path
+
+
+def _mark_interrupted(outputs: Path) -> None:
+    """Records still saying 'running' belong to runs that died (we hold the lock)."""
+    for rec in read_runs(outputs):
+        if rec.get("status") == "running":
+            path = outputs / rec["dir"] / RUN_FILE
+            rec.pop("dir")
+            rec["status"] = "interrupted"
+            for nb in rec.get("notebooks", []):
+                if nb.get("status") in ("running", "pending"):
+                    nb["status"] = "interrupted" if nb["status"] == "running" else "skipped"
+            write_public(path, json.dumps(rec, indent=1, default=str) + "\n")
+            log.warning("run %s had died mid-way (status running); marked interrupted", path.parent.name)
+
+
+def _retention(outputs: Path, keep_nights: int, current: Path) -> list[str]:
+    """Delete runs of nights older than the last `keep_nights`; never the newest successful
+    run, never the current one, never a folder without a run record."""
+    runs = read_runs(outputs)
+    nights = sorted({str(r.get("night")) for r in runs}, reverse=True)[:keep_nights]
+    newest_ok = next((r["dir"] for r in runs if r.get("status") == "ok"), None)
+    removed = []
+    for r in runs:
+        if str(r.get("night")) in nights or r["dir"] in (newest_ok, current.name):
+            continue
+        shutil.rmtree(outputs / r["dir"], ignore_errors=True)
+        removed.append(r["dir"])
+    if removed:
+        log.info("retention: removed %d old run(s): %s", len(removed), ", ".join(removed))
+    return removed
+
+
+# ---------------------------------------------------------------- one notebook
+
+def _cells_seconds(nb) -> float:
+    return sum(float(c.get("metadata", {}).get("papermill", {}).get("duration") or 0) for c in nb.cells)
+
+
+def _error_of(nb) -> str | None:
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return f"{out.get('ename')}: {out.get('evalue')}"[:300]
+    return None
+
+
+def _failed_notebook(spec: NotebookSpec, out_path: Path, message: str) -> None:
+    """The notebook never produced an output (its kernel did not start): write one that
+    says why, so the report and the index still show the failure."""
+    import nbformat
+
+    nb = nbformat.read(str(spec.path), as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+        f"<span style=\"color:red;font-size:1.3em\">**This notebook did not run:** {message}</span>"))
+    nbformat.write(nb, str(out_path))
+
+
+def _run_notebook(spec: NotebookSpec, params: dict, run_dir: Path, kernel: str, cwd: Path, timeout_s: float,
+                  plotly_src: str) -> dict:
+    import nbformat
+    import papermill as pm
+
+    out = run_dir / f"{spec.name}.ipynb"
+    rec = {"name": spec.name, "status": "running", "ipynb": out.name, "html": None, "started_at": _now(),
+           "parameters": params}
+    t0 = time.perf_counter()
+    watch = _KernelWatch(timeout_s)
+    watch.start()
+    error = None
+    try:
+        pm.execute_notebook(str(spec.path), str(out), parameters=params, kernel_name=kernel, cwd=str(cwd),
+                            progress_bar=False, log_output=True, request_save_on_cell_execute=True,
+                            start_timeout=120)
+        status = "ok"
+    except pm.PapermillExecutionError as exc:
+        status, error = "failed", f"{exc.ename}: {exc.evalue}"[:300]
+    except Exception as exc:  # the kernel died (our limit, the OOM killer) or never started
+        status, error = "failed", f"{type(exc).__name__}: {exc}"[:300]
+    finally:
+        watch.stop()
+        _kill(descendants())  # nothing of this notebook outlives it
+    if watch.timed_out:
+        status, error = "timeout", f"stopped after the wall-clock limit of {timeout_s:.0f} s"
+    ran_s = time.perf_counter() - t0
+    if not out.exists():
+        _failed_notebook(spec, out, error or "unknown error")
+    nb = nbformat.read(str(out), as_version=4)
+    if status == "timeout":
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(
+            f"<span style=\"color:red;font-size:1.3em\">**Stopped:** {error}.</span> "
+            "The cells below show how far it got."))
+        nbformat.write(nb, str(out))
+    error = error if status == "ok" else (_error_of(nb) if status == "failed" and _error_of(nb) else error)
+    t1 = time.perf_counter()
+    caption = f"{spec.name} · {status} · {ran_s:.1f} s"
+    try:
+        export_html(out, run_dir / f"{spec.name}.html", plotly_src=plotly_src, caption=caption,
+                    failed=status != "ok")
+        rec["html"] = f"{spec.name}.html"
+    except Exception as exc:  # the notebook is the record; a report that cannot render must not hide it
+        log.error("%s: HTML export failed: %s", spec.name, exc)
+        if status == "ok":
+            status, error = "failed", f"HTML export failed: {exc}"[:300]
+    html_s = time.perf_counter() - t1
+    cells_s = _cells_seconds(nb)
+    rec.update({"status": status, "error": error, "duration_s": round(ran_s + html_s, 3),
+                "timings": {"startup_s": round(max(ran_s - cells_s, 0.0), 3), "cells_s": round(cells_s, 3),
+                            "html_s": round(html_s, 3)},
+                "peak_pss_bytes": watch.peak_pss, "peak_rss_bytes": watch.peak_rss})
+    return rec
+
+
+# ---------------------------------------------------------------- the run
+
+def _resolve_night(night, store_dir: Path) -> str:
+    if night is None:
+        from .data.calendar import last_closed_session
+
+        return str(last_closed_session().date())
+    try:
+        return str(dt.date.fromisoformat(str(night)))
+    except ValueError:
+        raise ConfigError(f"`--date` = {night!r} is not a date; use YYYY-MM-DD, e.g. 2026-11-20") from None
+
+
+def _papermill_log(run_dir: Path) -> logging.Handler:
+    """Cell output and our own lines go to ``<run>/nightly.log``; papermill's cell echo stays
+    out of the journal (the log file and the HTML have it)."""
+    handler = logging.FileHandler(run_dir / LOG_NAME)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    pm_log = logging.getLogger("papermill")
+    pm_log.setLevel(logging.INFO)
+    pm_log.propagate = False
+    for name in ("papermill", "pitools"):
+        logging.getLogger(name).addHandler(handler)
+    return handler
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """systemd stops a unit with SIGTERM: unwind like Ctrl-C, so the record says so."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_nightly(profile: Profile, night=None, store=None, outputs=None, overrides=(), notebooks=None,
+                root: Path | None = None) -> RunRecord:
+    """Run the nightly notebook list for `profile`; returns the run record.
+
+    Parameters
+    ----------
+    profile : Profile
+        The run profile (``overrides`` are the ``--set`` strings it was built with; they are
+        passed on to the notebooks).
+    night : str, optional
+        ``YYYY-MM-DD``; default: the last closed NYSE session.
+    store, outputs : path, optional
+        Default: the profile's store and ``<project>/outputs``.
+    notebooks : path, optional
+        Another notebook list than ``params/nightly.yaml``.
+    """
+    from .data import Store
+    from .db import open_trades_db
+    from .kernelspec import ensure_kernel
+
+    root = root or project_root()
+    specs = load_nightly(notebooks, root)
+    _check_parameters(specs)
+    store_dir = Path(store) if store is not None else profile.store_dir
+    Store.open(store_dir)  # a missing or damaged store is bad input: nothing is written yet
+    night = _resolve_night(night, store_dir)
+    outputs = Path(outputs) if outputs is not None else root / "outputs"
+
+    lock_info = {"pid": os.getpid(), "started": _now(), "profile": profile.name, "night": night}
+    with _nightly_lock(profile.data_dir, lock_info), _sigterm_as_interrupt():
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(profile.data_dir / "numba-cache"))
+        os.environ.setdefault("PITOOLS_HOME", str(root))
+        kernel = ensure_kernel()
+        outputs.mkdir(parents=True, exist_ok=True)
+        _mark_interrupted(outputs)
+        run_dir = _run_dir(outputs, night)
+        run_dir.mkdir(parents=True)
+        handler = _papermill_log(run_dir)
+        plotly_src = "../" + plotly_asset(outputs)
+        base = {"profile": profile.name, "overrides": list(overrides), "night": night, "store": str(store_dir),
+                "run_dir": str(run_dir)}
+        rec = RunRecord(night=night, profile=profile.name, run_dir=run_dir, started_at=_now(),
+                        parameters={"profile_values": {k: str(v) for k, v in dataclasses.asdict(profile).items()},
+                                    **base},
+                        overrides=list(overrides), versions=_versions(),
+                        notebooks=[{"name": s.name, "status": "pending", "needs": list(s.needs)} for s in specs])
+        t0 = time.perf_counter()
+        try:
+            with open_trades_db(profile.db_path) as db:
+                rec.run_id = db.start_run(night, profile.name)
+            base["run_id"] = rec.run_id
+            rec.save()
+            write_index(outputs)
+            log.info("nightly %s: %d notebooks, profile %s, outputs %s", night, len(specs), profile.name, run_dir)
+            done: dict[str, str] = {}
+            for i, spec in enumerate(specs):
+                blocked = [n for n in spec.needs if done.get(n) != "ok"]
+                if blocked:
+                    rec.notebooks[i] = {**rec.notebooks[i], "status": "skipped",
+                                        "error": f"skipped: needs {', '.join(blocked)}, which did not succeed"}
+                    done[spec.name] = "skipped"
+                    log.warning("%s: skipped (needs %s)", spec.name, ", ".join(blocked))
+                else:
+                    rec.notebooks[i] = {**rec.notebooks[i], "status": "running", "started_at": _now()}
+                    rec.save()
+                    write_index(outputs, live=True)
+                    log.info("%s: running", spec.name)
+                    result = _run_notebook(spec, {**base, **spec.parameters}, run_dir, kernel, root,
+                                           float(spec.timeout_s or profile.notebook_timeout_s), plotly_src)
+                    rec.notebooks[i] = {**rec.notebooks[i], **result}
+                    done[spec.name] = result["status"]
+                    rec.peak_pss_bytes = max(rec.peak_pss_bytes, result["peak_pss_bytes"])
+                    rec.peak_rss_bytes = max(rec.peak_rss_bytes, result["peak_rss_bytes"])
+                    log.info("%s: %s in %.1f s%s", spec.name, result["status"], result["duration_s"],
+                             f" — {result['error']}" if result.get("error") else "")
+                rec.save()
+                write_index(outputs, live=True)
+            rec.status = "ok" if all(v == "ok" for v in done.values()) else "failed"
+        except BaseException as exc:
+            rec.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            for nb in rec.notebooks:
+                if nb["status"] in ("pending", "running"):
+                    nb["status"] = "interrupted" if nb["status"] == "running" else "skipped"
+            _kill(descendants())
+            raise
+        finally:
+            rec.duration_s = round(time.perf_counter() - t0, 3)
+            rec.finished_at = _now()
+            rec.save()
+            with contextlib.suppress(Exception):
+                with open_trades_db(profile.db_path) as db:
+                    if rec.run_id is not None:
+                        db.finish_run(rec.run_id, "ok" if rec.status == "ok" else "failed", rec.duration_s,
+                                      rec.peak_pss_bytes, {"run_dir": str(run_dir), "status": rec.status,
+                                                           "notebooks": {n["name"]: n["status"] for n in rec.notebooks}})
+            _retention(outputs, profile.keep_nights, run_dir)
+            write_index(outputs, live=False)
+            log.info("nightly %s: %s in %.1f s", night, rec.status, rec.duration_s)
+            for name in ("papermill", "pitools"):
+                logging.getLogger(name).removeHandler(handler)
+            handler.close()
+    return rec
+
+
+def mark_failed(outputs: str | Path, unit: str = "pitools-nightly.service", result: str | None = None) -> Path:
+    """Write a failure marker (the service's OnFailure hook) and regenerate the index.
+
+    systemd runs this when the nightly service fails in a way the runner could not record
+    itself: killed by MemoryMax, its wall-clock limit, a crash before the first notebook.
+    """
+    from .reports import FAILURES_DIR
+
+    outputs = Path(outputs)
+    if result is None and shutil.which("systemctl"):
+        import subprocess
+
+        with contextlib.suppress(Exception):
+            shown = subprocess.run(["systemctl", "show", unit, "-p", "Result", "-p", "ExecMainStatus"],
+                                   capture_output=True, text=True, timeout=10).stdout
+            result = ", ".join(line for line in shown.split() if line) or None
+    stamp = dt.datetime.now().astimezone()
+    path = outputs / FAILURES_DIR / f"{stamp.strftime('%Y%m%dT%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_public(path, json.dumps({"time": stamp.isoformat(timespec="seconds"), "unit": unit,
+                                        "result": result}) + "\n")
+    if not _lock_held(outputs):
+        _mark_interrupted(outputs)
+    write_index(outputs)
+    return path
+
+
+def _lock_held(outputs: Path) -> bool:
+    """Whether a live run still holds a lock (then its 'running' records are real)."""
+    for rec in read_runs(outputs):
+        if rec.get("status") == "running" and rec.get("pid"):
+            try:
+                os.kill(int(rec["pid"]), 0)
+                return True
+            except (ProcessLookupError, PermissionError, ValueError):
+                continue
+    return False
