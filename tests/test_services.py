@@ -1,0 +1,236 @@
+"""systemd units: rendered from the profile, checked by the real ``systemd-analyze verify``.
+
+``systemd-analyze verify --recursive-errors=no`` is what makes a bad setting fail: without
+an explicit ``--recursive-errors`` systemd 252 only logs "…, ignoring" and exits 0. User
+units are verified with ``--user`` and a private ``XDG_RUNTIME_DIR`` (there is no user
+manager in a container); where even that cannot start, the system verify is used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pitools import services
+from pitools.config import load_profile
+from pitools.errors import PitoolsError
+from pitools.services import UNIT_NAMES, ServiceError, SystemctlError, install_services, render_units
+
+ANALYZE = shutil.which("systemd-analyze")
+needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+
+
+class Recorder:
+    """A stand-in for subprocess.run that records each command."""
+
+    def __init__(self, returncode: int = 0, stderr: str = ""):
+        self.calls: list[list[str]] = []
+        self.returncode, self.stderr = returncode, stderr
+
+    def __call__(self, cmd, **kwargs):
+        self.calls.append(list(cmd))
+        return subprocess.CompletedProcess(cmd, self.returncode, stdout="", stderr=self.stderr)
+
+
+@pytest.fixture(autouse=True)
+def _no_sudo(monkeypatch):
+    monkeypatch.delenv("SUDO_USER", raising=False)
+
+
+def me() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def verify(folder: Path, user_mode: bool, tmp_path: Path) -> tuple[int, str]:
+    """Run the real ``systemd-analyze [--user] verify`` on every unit in `folder`."""
+    files = sorted(str(p) for p in folder.iterdir())
+    env = {**os.environ, "SYSTEMD_LOG_LEVEL": "notice", "SYSTEMD_LOG_COLOR": "0", "SYSTEMD_PAGER": ""}
+    base = [ANALYZE, "verify", "--man=no", "--recursive-errors=no"]
+    if user_mode:
+        runtime = tmp_path / "xdg-runtime"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        res = subprocess.run([ANALYZE, "--user", *base[1:], *files], capture_output=True, text=True,
+                             timeout=60, env={**env, "XDG_RUNTIME_DIR": str(runtime)})
+        if "Failed to initialize manager" not in res.stderr:
+            return res.returncode, res.stdout + res.stderr
+    res = subprocess.run([*base, *files], capture_output=True, text=True, timeout=60, env=env)
+    return res.returncode, res.stdout + res.stderr
+
+
+def directives(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key, []).append(value)
+    return out
+
+
+@needs_analyze
+@pytest.mark.parametrize("user_mode", [False, True], ids=["system", "user"])
+@pytest.mark.parametrize("name", ["ci", "pi_safe"])
+def test_dest_writes_the_four_units_that_systemd_accepts(name, user_mode, tmp_path):
+    rec = Recorder()
+    dest = tmp_path / "units"
+    text = install_services(load_profile(name), user_mode=user_mode, dest=dest, run=rec)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(UNIT_NAMES)
+    assert rec.calls == []  # --dest enables nothing
+    assert "nothing enabled" in text and "enable --now pitools-nightly.timer" in text
+    assert all((dest / n).stat().st_mode & 0o777 == 0o644 for n in UNIT_NAMES)
+    rc, out = verify(dest, user_mode, tmp_path)
+    assert rc == 0, out
+    for n in UNIT_NAMES:  # not even a warning about a unit of ours
+        assert n not in out and str(dest) not in out, out
+    nightly = directives((dest / "pitools-nightly.service").read_text())
+    lab = directives((dest / "pitools-lab.service").read_text())
+    if user_mode:
+        assert "User" not in nightly and "Group" not in nightly and lab["WantedBy"] == ["default.target"]
+    else:
+        assert nightly["User"] == [me()] and "Group" in nightly and lab["WantedBy"] == ["multi-user.target"]
+
+
+@needs_analyze
+@pytest.mark.parametrize("user_mode", [False, True], ids=["system", "user"])
+@pytest.mark.parametrize("unit, good, bad, said", [
+    ("pitools-nightly.service", "MemoryMax=3300M", "MemoryMax=lots", "lots"),
+    ("pitools-nightly.service", "Nice=10", "Nice=99", "99"),
+    ("pitools-nightly.service", "TimeoutStartSec=180min", "TimeoutStartSec=soon", "soon"),
+    ("pitools-nightly.timer", "OnCalendar=Mon..Fri", "OnCalendar=Blursday 99:99 #", "Blursday"),
+    ("pitools-lab.service", "ExecStart=/", "ExecStart=relative/", "relative/"),
+])
+def test_verify_rejects_a_corrupted_unit(unit, good, bad, said, user_mode, tmp_path):
+    dest = tmp_path / "units"
+    install_services(load_profile("pi_safe"), user_mode=user_mode, dest=dest, run=Recorder())
+    path = dest / unit
+    text = path.read_text()
+    assert good in text
+    path.write_text(text.replace(good, bad, 1))
+    rc, out = verify(dest, user_mode, tmp_path)
+    assert rc != 0 and said in out, out
+
+
+def test_limits_and_priority_come_from_the_profile(tmp_path):
+    p = load_profile("ci").replace(memory_high_mb=1500, memory_max_mb=1800, nightly_timeout_min=45, nice=5,
+                                   schedule="*-*-* 02:15:00")
+    units = render_units(p, lab_port=9999, lab_memory_max_mb=768)
+    nightly = directives(units["pitools-nightly.service"])
+    assert nightly["MemoryHigh"] == ["1500M"] and nightly["MemoryMax"] == ["1800M"]
+    assert nightly["TimeoutStartSec"] == ["45min"] and nightly["Nice"] == ["5"]
+    assert nightly["MemorySwapMax"] == ["0"] and nightly["KillMode"] == ["control-group"]
+    assert nightly["OnFailure"] == ["pitools-nightly-failed.service"] and nightly["Type"] == ["oneshot"]
+    python = os.path.abspath(sys.executable)
+    assert nightly["ExecStart"] == [f"{python} -m pitools nightly --profile ci"]
+    assert f'"NUMBA_CACHE_DIR={p.data_dir / "numba-cache"}"' in nightly["Environment"]
+    assert '"PYTHONUNBUFFERED=1"' in nightly["Environment"]
+    failed = directives(units["pitools-nightly-failed.service"])
+    assert failed["ExecStart"] == [f"{python} -m pitools nightly-failed --profile ci --unit pitools-nightly.service"]
+    timer = directives(units["pitools-nightly.timer"])
+    assert timer["OnCalendar"] == ["*-*-* 02:15:00"] and timer["Persistent"] == ["true"]
+    assert timer["Unit"] == ["pitools-nightly.service"] and timer["WantedBy"] == ["timers.target"]
+    lab = directives(units["pitools-lab.service"])
+    assert lab["ExecStart"] == [f"{python} -m pitools lab --profile ci --ip 0.0.0.0 --port 9999 "
+                                f"--token-file {p.data_dir / 'lab' / 'token'}"]
+    assert lab["MemoryMax"] == ["768M"] and lab["Restart"] == ["on-failure"]
+
+
+@needs_analyze
+def test_paths_with_spaces_and_percent_are_quoted_and_escaped(tmp_path):
+    venv = tmp_path / "my env 100%" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").symlink_to(sys.executable)  # a venv's python is a symlink: kept, not resolved
+    root = tmp_path / "check out"
+    root.mkdir()
+    units = render_units(load_profile("ci"), python=venv / "python", root=root)
+    nightly = directives(units["pitools-nightly.service"])
+    assert nightly["ExecStart"] == [f'"{str(venv / "python").replace("%", "%%")}" -m pitools nightly --profile ci']
+    assert nightly["WorkingDirectory"] == [str(root)]
+    dest = tmp_path / "units"
+    services._write(units, dest)
+    rc, out = verify(dest, False, tmp_path)
+    assert rc == 0 and "pitools" not in out, out
+
+
+def test_dry_run_writes_nothing_and_runs_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(services, "SYSTEM_UNIT_DIR", tmp_path / "system")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    rec = Recorder()
+    for user_mode in (False, True):
+        text = install_services(load_profile("pi_safe"), user_mode=user_mode, dry_run=True,
+                                dest=tmp_path / "dest", run=rec)
+        assert [l for l in text.splitlines() if l.startswith("# ---- ")] == [f"# ---- {n}" for n in UNIT_NAMES]
+        assert "MemoryMax=3300M" in text
+    assert rec.calls == [] and list(tmp_path.iterdir()) == []
+
+
+def test_user_install_enables_the_timer_and_lingers(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    rec = Recorder()
+    text = install_services(load_profile("pi_safe"), user_mode=True, run=rec)
+    folder = tmp_path / "config" / "systemd" / "user"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(UNIT_NAMES)
+    assert rec.calls == [["systemctl", "--user", "daemon-reload"],
+                         ["systemctl", "--user", "enable", "--now", "pitools-nightly.timer"],
+                         ["loginctl", "enable-linger", me()]]
+    assert "$ systemctl --user daemon-reload" in text and f"$ loginctl enable-linger {me()}" in text
+
+
+def test_system_install_needs_root_then_runs_systemctl(tmp_path, monkeypatch):
+    monkeypatch.setattr(services, "SYSTEM_UNIT_DIR", tmp_path / "system")
+    monkeypatch.setattr(services.os, "geteuid", lambda: 1000)
+    rec = Recorder()
+    with pytest.raises(ServiceError, match=r"needs root.*sudo.*--user"):
+        install_services(load_profile("pi_safe"), user="root", run=rec)
+    assert rec.calls == [] and not (tmp_path / "system").exists()
+    monkeypatch.setattr(services.os, "geteuid", lambda: 0)
+    text = install_services(load_profile("pi_safe"), user="root", run=rec)
+    assert sorted(p.name for p in (tmp_path / "system").iterdir()) == sorted(UNIT_NAMES)
+    assert rec.calls == [["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "pitools-nightly.timer"]]
+    assert "$ systemctl enable --now pitools-nightly.timer" in text
+
+
+def test_a_failing_systemctl_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    rec = Recorder(returncode=1, stderr="Failed to connect to bus: No medium found")
+    with pytest.raises(SystemctlError, match=r"systemctl --user daemon-reload.*exit status 1.*connect to bus") as e:
+        install_services(load_profile("pi_safe"), user_mode=True, run=rec)
+    assert e.value.exit_code == 1 and isinstance(e.value, PitoolsError) and len(rec.calls) == 1
+
+    def missing(cmd, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", cmd[0])
+
+    with pytest.raises(SystemctlError, match="cannot run 'systemctl'"):
+        install_services(load_profile("pi_safe"), user_mode=True, run=missing)
+
+
+@pytest.mark.parametrize("port", [0, 65536, -1, "8888", True, 8.5])
+def test_bad_port_is_named(port):
+    with pytest.raises(ServiceError, match=r"`lab_port` = " + repr(port).replace(".", r"\.") + ".*1 to 65535"):
+        render_units(load_profile("ci"), lab_port=port)
+
+
+def test_unknown_user_and_bad_python_are_named(tmp_path):
+    with pytest.raises(ServiceError, match="`user` = 'no-such-user-xyz' is not a user") as e:
+        install_services(load_profile("ci"), user="no-such-user-xyz", dest=tmp_path / "d")
+    assert e.value.exit_code == 2 and isinstance(e.value, ValueError) and not (tmp_path / "d").exists()
+    with pytest.raises(ServiceError, match="`python` = '/no/such/python' is not an executable"):
+        render_units(load_profile("ci"), python="/no/such/python")
+    with pytest.raises(ServiceError, match="`nice` = -5 .*--user"):
+        render_units(load_profile("ci").replace(nice=-5), user_mode=True)
+    with pytest.raises(ServiceError, match=r"`root` = '.*line\\nbreak'.*quote"):
+        (tmp_path / "line\nbreak").mkdir()
+        render_units(load_profile("ci"), root=tmp_path / "line\nbreak")
+
+
+@needs_analyze
+def test_bad_schedule_is_named(tmp_path):
+    bad = load_profile("ci").replace(schedule="Blursday 25:99")
+    with pytest.raises(ServiceError, match=r"`schedule` = 'Blursday 25:99' is not a systemd calendar"):
+        install_services(bad, dest=tmp_path / "d")
+    assert not (tmp_path / "d").exists()
