@@ -585,6 +585,10 @@ def mark_failed(outputs: str | Path, unit: str = "pitools-nightly.service", resu
     from .reports import FAILURES_DIR
 
     outputs = Path(outputs)
+    if result is None and os.environ.get("MONITOR_SERVICE_RESULT"):  # systemd >= 251 tells the OnFailure unit
+        result = ", ".join(f"{k.removeprefix('MONITOR_').lower()}={os.environ[k]}"
+                           for k in ("MONITOR_SERVICE_RESULT", "MONITOR_EXIT_CODE", "MONITOR_EXIT_STATUS")
+                           if os.environ.get(k))
     if result is None and shutil.which("systemctl"):
         import subprocess
 
