@@ -7,10 +7,10 @@ LOCK    := requirements.lock
 
 .PHONY: run test bench clean-venv
 
-## make run: set up .venv if needed, build the demo universe if there is no store, run the main job
+## make run: set up .venv if needed, build the demo universe if there is no store, run one night
 run: $(VENV)/.installed-run
 	$(PY) -m pitools demo-data --profile $(PROFILE) --if-missing
-	$(PY) -m pitools summary --profile $(PROFILE)
+	$(PY) -m pitools nightly --profile $(PROFILE)
 
 ## make test: set up .venv with the test extras and run pytest
 test: $(VENV)/.installed-test
