@@ -1,0 +1,370 @@
+"""What the nightly research notebooks (02_regime, 03_research, 05_report) compute, outside them.
+
+The notebooks stay short and readable; the decisions and tables they show are here, as
+functions tested on their own:
+
+* the regime model's "fit or update" (:func:`fit_or_update`) and the index series it needs
+  (:func:`index_series`);
+* tonight's candidates from the evaluation logs (:func:`read_evaluation_log`);
+* the morning report's reads of trades.db — a night's leaderboard, the night before, what
+  changed, signals that flipped side, the current regime — and of the runner's
+  ``run.json`` (resources used per notebook).
+
+>>> model, why = fit_or_update(regime_model_path(prof), vix, spx, refit_every_days=7)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, PitoolsError
+
+__all__ = ["INDEX_SYMBOLS", "GROWTH_REFIT", "regime_model_path", "index_series", "refit_reason", "fit_or_update",
+           "current_regime", "regime_table", "read_evaluation_log", "night_leaderboard", "previous_night", "changes_since",
+           "signal_sessions", "signal_counts", "signal_flips", "read_run_record", "resources_table"]
+
+INDEX_SYMBOLS = ("^VIX", "^GSPC")
+GROWTH_REFIT = 1.25  # refit when the sessions the model could learn from grew by this factor
+
+
+# ---------------------------------------------------------------- the regime model
+
+def regime_model_path(profile) -> Path:
+    """Where the regime model of `profile` lives: ``<data_dir>/regime/model.json``."""
+    return Path(profile.data_dir) / "regime" / "model.json"
+
+
+def index_series(store, end=None) -> tuple[pd.Series, pd.Series]:
+    """``(vix, spx)``: the ``^VIX`` and ``^GSPC`` closes of `store` up to `end`.
+
+    Raises
+    ------
+    DataError
+        Naming the missing series and how to get them, when the store lacks either.
+    """
+    from .data import Store, load_series
+
+    st = store if isinstance(store, Store) else Store.open(store)
+    have = set(st.symbols(None))
+    missing = [s for s in INDEX_SYMBOLS if s not in have]
+    if missing:
+        raise DataError(f"the store at {str(st.root)!r} has no {' and no '.join(missing)}: the regime model needs "
+                        "daily closes of ^VIX and ^GSPC. Add them to the source (`pitools ingest FILE.csv` with "
+                        "the index bars) or build a store with `pitools demo-data`, which includes both")
+    return load_series(st, "^VIX", end=end), load_series(st, "^GSPC", end=end)
+
+
+def refit_reason(model, vix: pd.Series, spx: pd.Series, refit_every_days: int = 7) -> str | None:
+    """Why `model` should be refitted on these series, or None when it can be reused.
+
+    A model is refitted when the data's last session is more than `refit_every_days`
+    calendar days after the model's training data ends, when the sessions it could learn
+    from grew by :data:`GROWTH_REFIT` or more (a backfilled history), or when it was trained
+    on sessions after the data's last one (an earlier night re-run: no lookahead).
+    """
+    from . import regime
+
+    days = _days_arg(refit_every_days)
+    f = regime.features(vix, spx, window=model.window, high_window=model.high_window).dropna()
+    if f.empty:
+        raise DataError("no session of ^VIX/^GSPC has defined regime features; the store's index history is too short")
+    last, trained_end = f.index[-1], pd.Timestamp(model.trained_on["end"])
+    n_trained = int(model.trained_on.get("n_sessions") or 0)
+    if trained_end > last:
+        return f"it was trained up to {trained_end.date()}, after the data's last session {last.date()}"
+    age = (last - trained_end).days
+    if age > days:
+        return f"it was trained up to {trained_end.date()}, {age} days before {last.date()} (> {days} days)"
+    if len(f) >= GROWTH_REFIT * max(n_trained, 1):
+        return f"the history grew from {n_trained} to {len(f)} sessions"
+    return None
+
+
+def _days_arg(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer, float)) or not value >= 0 \
+            or float(value) != int(value):
+        raise DataError(f"`refit_every_days` = {value!r} must be a whole number of days >= 0 (0: refit every night)")
+    return int(value)
+
+
+def fit_or_update(path, vix: pd.Series, spx: pd.Series, refit_every_days: int = 7):
+    """Load the regime model at `path` if it is still good, else train a new one and save it.
+
+    Parameters
+    ----------
+    path : path-like
+        The model's JSON file (:func:`regime_model_path`); written atomically on a refit.
+    vix, spx : pandas.Series
+        ``^VIX`` and ``^GSPC`` closes by date.
+    refit_every_days : int
+        Refit when the model's training data ends more than this many days before the
+        data's last session (0: every run). See :func:`refit_reason` for the other causes.
+
+    Returns
+    -------
+    (RegimeModel, str)
+        The model, and a sentence saying what was done and why.
+
+    Example
+    -------
+    >>> model, why = fit_or_update("data/regime/model.json", vix, spx)     # doctest: +SKIP
+    """
+    from . import regime
+
+    days = _days_arg(refit_every_days)
+    path = Path(path)
+    reason = None
+    if not path.exists():
+        reason = f"there is no model at {str(path)!r}"
+    else:
+        try:
+            model = regime.load(path)
+        except (PitoolsError, ValueError, OSError) as exc:
+            reason = f"the model at {str(path)!r} cannot be loaded ({type(exc).__name__}: {exc})"
+        else:
+            reason = "refit_every_days is 0" if days == 0 else refit_reason(model, vix, spx, days)
+            if reason is None:
+                t = model.trained_on
+                return model, f"loaded the model trained on {t['start']}..{t['end']} ({t['n_sessions']} sessions)"
+    model = regime.train(vix, spx)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    t = model.trained_on
+    return model, f"fitted a new model on {t['start']}..{t['end']} ({t['n_sessions']} sessions), because {reason}"
+
+
+def current_regime(labels: pd.Series) -> dict | None:
+    """The last label, since when it holds and how many sessions: ``{regime, session, since, sessions}``.
+
+    `labels` is a regime per session (``model.predict`` or trades.db ``regimes``); None if empty.
+    """
+    labels = labels.dropna().sort_index()
+    if labels.empty:
+        return None
+    values = labels.astype(str).to_numpy()
+    now = values[-1]
+    other = np.flatnonzero(values != now)
+    first = other[-1] + 1 if other.size else 0
+    return {"regime": now, "session": str(pd.Timestamp(labels.index[-1]).date()),
+            "since": str(pd.Timestamp(labels.index[first]).date()), "sessions": int(len(values) - first)}
+
+
+def regime_table(model, labels: pd.Series) -> pd.DataFrame:
+    """The regimes described in natural units (``model.describe()``) and how many sessions each labels.
+
+    Parameters
+    ----------
+    model : RegimeModel
+    labels : pandas.Series
+        The model's labels (``model.predict``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per regime, calmest first: share of the training data, the component's mean
+        VIX, trailing return, realised volatility and drawdown, sessions labelled.
+    """
+    d = model.describe()
+    counts = labels.astype(str).value_counts().reindex(d.index, fill_value=0)
+    out = pd.DataFrame({
+        "share of training (%)": 100 * d["weight"],
+        "VIX (level)": d["vix"],
+        f"{model.window}-session return (%)": 100 * d["ret"],
+        "realised volatility (% ann.)": 100 * d["rvol"],
+        "drawdown from high (%)": 100 * d["drawdown"],
+        "sessions labelled": counts.astype(np.int64),
+    }, index=d.index)
+    return out.round(1)
+
+
+# ---------------------------------------------------------------- evolution logs
+
+def read_evaluation_log(data_dir, night: str | None = None, strategies=None) -> pd.DataFrame:
+    """Evaluations from ``<data_dir>/evolve/<strategy>/evaluations.jsonl`` (torn lines skipped).
+
+    Parameters
+    ----------
+    data_dir : path-like
+        The profile's data directory.
+    night : str, optional
+        Only this night's evaluations (``YYYY-MM-DD``).
+    strategies : sequence of str, optional
+        Default: every strategy with a log.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``strategy``, ``night``, ``generation``, ``params`` (dict), ``fitness`` (NaN when
+        the candidate failed), ``incumbent``, and the scoring details of each record.
+    """
+    root = Path(data_dir) / "evolve"
+    names = list(strategies) if strategies is not None else sorted(p.name for p in root.glob("*") if p.is_dir())
+    rows = []
+    for name in names:
+        path = root / name / "evaluations.jsonl"
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if night is None or rec.get("night") == night:
+                rows.append({"strategy": name, **rec})
+    cols = ["strategy", "night", "generation", "params", "fitness", "incumbent"]
+    df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
+    df["fitness"] = pd.to_numeric(df["fitness"], errors="coerce").astype(float)
+    return df
+
+
+# ---------------------------------------------------------------- trades.db for the report
+
+def night_leaderboard(db, night: str) -> pd.DataFrame:
+    """The best parameters per strategy of `night` from trades.db ``evaluations`` (params as dicts),
+    best fitness first; empty when that night has none."""
+    df = db.query("SELECT night, strategy, params, fitness, is_sharpe, oos_sharpe, oos_max_drawdown, "
+                  "trades_per_year, deflated_sharpe, run_id FROM evaluations WHERE night = ? AND rank = 1 "
+                  "ORDER BY fitness IS NULL, fitness DESC, strategy", (night,))
+    df["params"] = [_in_space_order(name, json.loads(p)) for name, p in zip(df["strategy"], df["params"])]
+    num = ["fitness", "is_sharpe", "oos_sharpe", "oos_max_drawdown", "trades_per_year", "deflated_sharpe"]
+    df[num] = df[num].apply(pd.to_numeric, errors="coerce").astype(float)
+    return df
+
+
+def _in_space_order(strategy: str, params: dict) -> dict:
+    """`params` ordered like the strategy's search space (trades.db stores them sorted by name)."""
+    from . import strategies
+
+    if strategy not in strategies.REGISTRY:
+        return params
+    order = list(strategies.get(strategy).space)
+    return dict(sorted(params.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+
+
+def previous_night(db, night: str) -> str | None:
+    """The latest night before `night` that has evaluations in trades.db, or None (a first night)."""
+    return db.conn.execute("SELECT MAX(night) FROM evaluations WHERE night < ?", (night,)).fetchone()[0]
+
+
+def changes_since(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
+    """Per strategy, fitness and parameters the night before against tonight.
+
+    Parameters
+    ----------
+    before, now : pandas.DataFrame
+        :func:`night_leaderboard` of the two nights.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by strategy: ``fitness before``, ``fitness now``, ``Δ fitness``,
+        ``params before``, ``params now``, ``what changed`` (``fast 10→12; slow 30→41``,
+        ``same params``, ``new strategy`` or ``not evaluated tonight``).
+    """
+    from .charts import format_params
+
+    b = before.set_index("strategy") if len(before) else pd.DataFrame(columns=["fitness", "params"])
+    n = now.set_index("strategy") if len(now) else pd.DataFrame(columns=["fitness", "params"])
+    rows = {}
+    for name in list(dict.fromkeys([*n.index, *b.index])):
+        pb = b["params"].get(name) if name in b.index else None
+        pn = n["params"].get(name) if name in n.index else None
+        fb = float(b["fitness"].get(name)) if name in b.index else math.nan
+        fn = float(n["fitness"].get(name)) if name in n.index else math.nan
+        if pb is None:
+            what = "new strategy"
+        elif pn is None:
+            what = "not evaluated tonight"
+        else:
+            diffs = [f"{k} {_num(pb.get(k))}→{_num(pn.get(k))}" for k in dict.fromkeys([*pb, *pn])
+                     if pb.get(k) != pn.get(k)]
+            what = "; ".join(diffs) if diffs else "same params"
+        rows[name] = {"fitness before": fb, "fitness now": fn, "Δ fitness": fn - fb,
+                      "params before": format_params(pb), "params now": format_params(pn), "what changed": what}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "strategy"
+    return out.round({"fitness before": 3, "fitness now": 3, "Δ fitness": 3})
+
+
+def _num(v) -> str:
+    return "—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def signal_sessions(db) -> list[str]:
+    """Sessions that have signals in trades.db, oldest first."""
+    return [r[0] for r in db.conn.execute("SELECT DISTINCT session FROM signals WHERE session IS NOT NULL "
+                                          "ORDER BY session")]
+
+
+def signal_counts(signals: pd.DataFrame) -> pd.DataFrame:
+    """Signals per strategy (rows) and side (columns ``long``, ``short``, ``flat``)."""
+    if signals.empty:
+        return pd.DataFrame(columns=["long", "short", "flat"], dtype=np.int64)
+    t = pd.crosstab(signals["strategy"], signals["side"])
+    return t.reindex(columns=["long", "short", "flat"], fill_value=0)
+
+
+def signal_flips(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
+    """Signals whose side changed between two sessions' signals (``symbol``, ``strategy``, ``side``).
+
+    A symbol present on one side only counts as flat on the other. Returns ``strategy``,
+    ``symbol``, ``side before``, ``side now``, sorted by strategy and symbol.
+    """
+    key = ["strategy", "symbol"]
+    b = before[key + ["side"]].rename(columns={"side": "side before"})
+    n = now[key + ["side"]].rename(columns={"side": "side now"})
+    m = b.merge(n, on=key, how="outer").fillna({"side before": "flat", "side now": "flat"})
+    m = m[m["side before"] != m["side now"]]
+    return m.sort_values(key).reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- the run record
+
+def read_run_record(run_dir) -> dict | None:
+    """``run_dir/run.json`` as written by the nightly runner, or None (no run_dir, no file, unreadable)."""
+    if run_dir is None:
+        return None
+    path = Path(run_dir) / "run.json"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def resources_table(record: dict) -> pd.DataFrame:
+    """Per notebook of a run record: status, duration (s), peak PSS and RSS (MB), and a total row.
+
+    The total's duration is the sum, its memory the run's ``peak_pss_bytes`` (else the
+    largest notebook's); values the runner has not written yet are NaN.
+    """
+    mb = 1024.0 * 1024.0
+    rows = {}
+    for nb in record.get("notebooks") or []:
+        rows[str(nb.get("name", "?"))] = {
+            "status": nb.get("status", "?"),
+            "duration (s)": _float(nb.get("duration_s")),
+            "peak PSS (MB)": _float(nb.get("peak_pss_bytes")) / mb,
+            "peak RSS (MB)": _float(nb.get("peak_rss_bytes")) / mb,
+        }
+    out = pd.DataFrame.from_dict(rows, orient="index",
+                                 columns=["status", "duration (s)", "peak PSS (MB)", "peak RSS (MB)"])
+    run_pss = _float(record.get("peak_pss_bytes")) / mb
+    total = {"status": record.get("status", ""), "duration (s)": out["duration (s)"].sum(min_count=1),
+             "peak PSS (MB)": run_pss if math.isfinite(run_pss) else out["peak PSS (MB)"].max(),
+             "peak RSS (MB)": out["peak RSS (MB)"].max()}
+    out.loc["total"] = total
+    out.index.name = "notebook"
+    return out.round({"duration (s)": 1, "peak PSS (MB)": 1, "peak RSS (MB)": 1})
+
+
+def _float(v) -> float:
+    try:
+        return float(v) if v is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
