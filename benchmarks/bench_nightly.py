@@ -70,7 +70,7 @@ def main() -> None:
         shutil.copytree(src, data_dir / "store")
         env = {**os.environ, "PITOOLS_HOME": str(ROOT), "NUMBA_CACHE_DIR": str(DATA / "numba-cache-nightly")}
         cold, _, _ = nightly(data_dir, work / "outputs", env)
-        print(f"first night (numba cache {'warm' if cold < 90 else 'cold'}): {cold:.1f} s")
+        print(f"first night (compiles numba's cache where it is cold, as after an install): {cold:.1f} s")
         walls = []
         for _ in range(args.runs):
             wall, rec, text = nightly(data_dir, work / "outputs", env)
