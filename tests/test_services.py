@@ -234,3 +234,18 @@ def test_bad_schedule_is_named(tmp_path):
     with pytest.raises(ServiceError, match=r"`schedule` = 'Blursday 25:99' is not a systemd calendar"):
         install_services(bad, dest=tmp_path / "d")
     assert not (tmp_path / "d").exists()
+
+
+def test_the_command_writes_the_units_to_dest_and_names_bad_input(tmp_path):
+    from conftest import run_cli
+
+    dest = tmp_path / "units"
+    proc = run_cli("install-services", "--profile", "ci", "--dest", str(dest))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in dest.iterdir()) == sorted(UNIT_NAMES)
+    assert "pitools nightly --profile ci" in (dest / "pitools-nightly.service").read_text()
+    dry = run_cli("install-services", "--profile", "ci", "--dry-run")
+    assert dry.returncode == 0 and "# ---- pitools-nightly.timer" in dry.stdout
+    bad = run_cli("install-services", "--profile", "ci", "--dest", str(tmp_path / "x"), "--lab-port", "70000")
+    assert bad.returncode == 2 and "70000" in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "x").exists()
