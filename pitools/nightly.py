@@ -34,6 +34,7 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -374,8 +375,26 @@ def _failed_notebook(spec: NotebookSpec, out_path: Path, message: str) -> None:
     nbformat.write(nb, str(out_path))
 
 
+def _ipc_kernel_manager(sock_dir: Path):
+    """A kernel manager whose sockets are files in a private (0700) folder: no TCP port is
+    opened for a nightly kernel, and ipykernel has nothing to warn about in the journal."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IpcKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self):
+            return "ipc"
+
+        @default("ip")
+        def _default_ip(self):
+            return str(sock_dir / "kernel")
+
+    return IpcKernelManager
+
+
 def _run_notebook(spec: NotebookSpec, params: dict, run_dir: Path, kernel: str, cwd: Path, timeout_s: float,
-                  plotly_src: str) -> dict:
+                  plotly_src: str, kernel_manager=None) -> dict:
     import nbformat
     import papermill as pm
 
@@ -389,7 +408,7 @@ def _run_notebook(spec: NotebookSpec, params: dict, run_dir: Path, kernel: str, 
     try:
         pm.execute_notebook(str(spec.path), str(out), parameters=params, kernel_name=kernel, cwd=str(cwd),
                             progress_bar=False, log_output=True, request_save_on_cell_execute=True,
-                            start_timeout=120)
+                            start_timeout=120, **({"kernel_manager_class": kernel_manager} if kernel_manager else {}))
         status = "ok"
     except pm.PapermillExecutionError as exc:
         status, error = "failed", f"{exc.ename}: {exc.evalue}"[:300]
@@ -510,6 +529,8 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
         run_dir = _run_dir(outputs, night)
         run_dir.mkdir(parents=True)
         handler = _papermill_log(run_dir)
+        sock_dir = Path(tempfile.mkdtemp(prefix="pitools-kernels-"))
+        kernel_manager = _ipc_kernel_manager(sock_dir)
         plotly_src = "../" + plotly_asset(outputs)
         base = {"profile": profile.name, "overrides": list(overrides), "night": night, "store": str(store_dir),
                 "run_dir": str(run_dir)}
@@ -540,7 +561,8 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
                     write_index(outputs, live=True)
                     log.info("%s: running", spec.name)
                     result = _run_notebook(spec, {**base, **spec.parameters}, run_dir, kernel, root,
-                                           float(spec.timeout_s or profile.notebook_timeout_s), plotly_src)
+                                           float(spec.timeout_s or profile.notebook_timeout_s), plotly_src,
+                                           kernel_manager)
                     rec.notebooks[i] = {**rec.notebooks[i], **result}
                     done[spec.name] = result["status"]
                     rec.peak_pss_bytes = max(rec.peak_pss_bytes, result["peak_pss_bytes"])
@@ -573,6 +595,7 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
             for name in ("papermill", "pitools"):
                 logging.getLogger(name).removeHandler(handler)
             handler.close()
+            shutil.rmtree(sock_dir, ignore_errors=True)
     return rec
 
 
