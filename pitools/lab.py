@@ -268,6 +268,11 @@ def lab_config(profile: Profile, ip: str = "127.0.0.1", port: int = 8888,
             f"--MappingKernelManager.cull_idle_timeout={cull}",
             f"--MappingKernelManager.cull_interval={max(1, min(CULL_INTERVAL_S, cull or CULL_INTERVAL_S))}",
             "--MappingKernelManager.cull_connected=False"]
+    # kernels talk to the server over unix sockets in the private lab folder (as nightly
+    # kernels do): no TCP port per kernel, no unencrypted-TCP warning in the journal
+    sock_dir = lab_dir / "kernels"
+    sock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    argv += ["--KernelManager.transport=ipc", f"--KernelManager.ip={sock_dir / 'kernel'}"]
     if not loopback:
         argv.append("--ServerApp.allow_remote_access=True")
     if not open_browser or not loopback:

@@ -124,7 +124,9 @@ def test_real_lab_needs_the_token(server, tmp_path):
         # browser would, and check it is this environment's Python with pitools
         from jupyter_client import BlockingKernelClient
 
-        client = BlockingKernelClient(connection_file=str(runtime / f"kernel-{kernel['id']}.json"))
+        connection = runtime / f"kernel-{kernel['id']}.json"
+        assert json.loads(connection.read_text())["transport"] == "ipc"  # no TCP port per kernel
+        client = BlockingKernelClient(connection_file=str(connection))
         client.load_connection_file()
         client.start_channels()
         try:
