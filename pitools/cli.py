@@ -104,6 +104,22 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lab-port", type=int, default=8888, help="port of the lab service (default 8888)")
     p.set_defaults(func=_cmd_install_services)
 
+    p = sub.add_parser("lab", help="JupyterLab for the LAN on the project folder, always behind a token or password")
+    _add_profile(p)
+    p.add_argument("--ip", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: the LAN)")
+    p.add_argument("--port", type=int, default=8888, help="port (default 8888)")
+    p.add_argument("--token-file", type=Path, help="token file (default <data_dir>/lab/token; created, 0600, if missing)")
+    p.add_argument("--password-file", type=Path, help="a file holding a jupyter_server password hash (0600)")
+    p.add_argument("--certfile", type=Path, help="TLS certificate (PEM), with --keyfile")
+    p.add_argument("--keyfile", type=Path, help="TLS private key (PEM), with --certfile")
+    p.add_argument("--cull-idle-after", type=int, default=1800, metavar="SECONDS",
+                   help="shut down kernels idle this long, so they do not hold RAM the nightly run needs "
+                        "(default 1800; 0: never)")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    p.add_argument("--allow-root", action="store_true", help="run as root (every kernel would be a root shell "
+                   "on the LAN: prefer your own user)")
+    p.set_defaults(func=_cmd_lab)
+
     p = sub.add_parser("summary", help="load the profile's universe and print a short summary")
     _add_profile(p)
     p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
@@ -235,6 +251,16 @@ def _cmd_install_services(args) -> int:
     print(install_services(profile, user_mode=args.user_mode, dry_run=args.dry_run, dest=args.dest,
                            lab_port=args.lab_port))
     return EXIT_OK
+
+
+def _cmd_lab(args) -> int:
+    from .lab import lab_config, run_lab
+
+    config = lab_config(_profile(args), ip=args.ip, port=args.port, token_file=args.token_file,
+                        password_file=args.password_file, certfile=args.certfile, keyfile=args.keyfile,
+                        cull_idle_after=args.cull_idle_after, open_browser=False if args.no_browser else None,
+                        allow_root=args.allow_root)
+    return run_lab(config)
 
 
 def _cmd_summary(args) -> int:

@@ -232,7 +232,7 @@ def lab_config(profile: Profile, ip: str = "127.0.0.1", port: int = 8888,
     cull = _check_int("cull_idle_after", cull_idle_after, 0, None, "a whole number of seconds >= 0 (0: never cull)")
     if os.geteuid() == 0 and not allow_root:
         raise ConfigError("`pitools lab` refuses to run as root: every kernel would be a root shell on the LAN. "
-                          "Run it as your own user (the systemd unit sets User=)")
+                          "Run it as your own user (the systemd unit sets User=), or pass --allow-root if you must")
     if (certfile is None) != (keyfile is None):
         missing, given = ("keyfile", certfile) if keyfile is None else ("certfile", keyfile)
         raise ConfigError(f"`{missing}` is missing: TLS needs both `certfile` and `keyfile` (got only "

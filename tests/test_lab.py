@@ -279,3 +279,14 @@ def test_real_lab_with_a_password(profile, tmp_path):
         status, headers, _ = _request(port, "POST", "/login", body=wrong, headers={
             "Cookie": cookies["_xsrf"], "Content-Type": "application/x-www-form-urlencoded"})
         assert not any(c.startswith("username-") for c in headers.get_all("Set-Cookie", []))
+
+
+def test_the_command_names_bad_input_before_starting_anything(tmp_path):
+    from conftest import run_cli
+
+    proc = run_cli("lab", "--profile", "ci", "--set", f"data_dir={tmp_path}", "--port", "70000", "--allow-root")
+    assert proc.returncode == 2 and "`port`" in proc.stderr and "70000" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run_cli("lab", "--profile", "ci", "--set", f"data_dir={tmp_path}", "--certfile", str(tmp_path / "c.pem"),
+                   "--allow-root")
+    assert proc.returncode == 2 and "keyfile" in proc.stderr
