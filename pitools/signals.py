@@ -72,10 +72,12 @@ def next_session_signals(panel, strategy: str, params: dict | None = None, direc
 
 
 def write_next_session_signals(db, panel, strategies_=None, data_dir=None, run_id: int | None = None,
-                               regime: str | None = None, **backtest_kwargs) -> pd.DataFrame:
-    """Signals of `strategies_` (default: all eight) for the session after the panel's last
-    bar, written to `db` (a :class:`pitools.db.TradesDB`); returns that session's rows."""
-    session = str(next_session(panel.dates[-1]).date())
+                               regime: str | None = None, session=None, **backtest_kwargs) -> pd.DataFrame:
+    """Signals of `strategies_` (default: all eight) for `session` (default: the session after
+    the panel's last bar), written to `db` (a :class:`pitools.db.TradesDB`); returns that
+    session's rows. The nightly run passes the session after its night, so stale data still
+    gives positions for tomorrow (from the latest bars there are)."""
+    session = str(pd.Timestamp(session).date()) if session is not None else str(next_session(panel.dates[-1]).date())
     names = list(strategies_ or _strategies.names())
     rows = []
     for name in names:

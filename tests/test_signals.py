@@ -61,3 +61,11 @@ def test_rerunning_a_night_replaces_its_signals(tmp_path, panel):
         total = db.query("SELECT COUNT(*) AS n FROM signals").n.iloc[0]
         assert total == 8 * n  # replaced, not duplicated
         assert set(again.side) <= {"long", "short", "flat"}
+
+
+def test_a_night_after_the_last_bar_gets_signals_for_the_session_after_the_night(tmp_path, panel):
+    # stale data (last bar Friday 2026-11-20) on the night of Tuesday 2026-11-24: tomorrow is the 25th
+    with pt.open_trades_db(tmp_path / "trades.db") as db:
+        rows = write_next_session_signals(db, panel, ["sma_cross"], session=next_session("2026-11-24"))
+        assert set(rows.session) == {"2026-11-25"}
+        assert db.signals("2026-11-23").empty
