@@ -55,3 +55,21 @@ def random_ohlc(n: int, seed: int, start: float, open_noise: float, missing=()):
         for a in (o, h, lo, c):
             a[gap] = np.nan
     return o, h, lo, c
+
+
+@pytest.fixture(scope="session")
+def tiny_night(tmp_path_factory):
+    """One real ``pitools nightly`` (the shipped notebook list) on 6 symbols × 2 years,
+    population 4, one generation: the cheapest real night, for tests that only read its
+    outputs. Returns ``(data_dir, outputs, night)``; fails here if the run did not succeed."""
+    import pitools as pt
+
+    data = tmp_path_factory.mktemp("tiny-night")
+    pt.make_demo_store(data / "store", n_symbols=6, years=2, seed=5, end=END)
+    outputs = data / "outputs"
+    env = {"NUMBA_CACHE_DIR": str(data / "numba-cache"), "PITOOLS_HOME": str(ROOT)}
+    proc = run_cli("nightly", "--profile", "ci", "--set", f"data_dir={data}", "--set", "population_size=4",
+                   "--set", "generations=1", "--date", END, "--outputs", str(outputs), env=env)
+    if proc.returncode != 0:
+        pytest.fail(f"pitools nightly exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return data, outputs, END
