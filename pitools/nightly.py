@@ -590,8 +590,8 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
                                       rec.peak_pss_bytes, {"run_dir": str(run_dir), "status": rec.status,
                                                            "notebooks": {n["name"]: n["status"] for n in rec.notebooks}})
             _retention(outputs, profile.keep_nights, run_dir)
-            write_index(outputs, live=False)
             log.info("nightly %s: %s in %.1f s", night, rec.status, rec.duration_s)
+            write_index(outputs, live=False)  # after the last log line, so its log view is complete
             for name in ("papermill", "pitools"):
                 logging.getLogger(name).removeHandler(handler)
             handler.close()

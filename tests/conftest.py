@@ -58,7 +58,14 @@ def random_ohlc(n: int, seed: int, start: float, open_noise: float, missing=()):
 
 
 @pytest.fixture(scope="session")
-def tiny_night(tmp_path_factory):
+def numba_cache_dir(tmp_path_factory) -> str:
+    """One NUMBA_CACHE_DIR for every `pitools nightly` a test session starts: the kernels
+    compile once (tens of seconds), later runs find them warm."""
+    return str(tmp_path_factory.mktemp("numba-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_night(tmp_path_factory, numba_cache_dir):
     """One real ``pitools nightly`` (the shipped notebook list) on 6 symbols × 2 years,
     population 4, one generation: the cheapest real night, for tests that only read its
     outputs. Returns ``(data_dir, outputs, night)``; fails here if the run did not succeed."""
@@ -67,7 +74,7 @@ def tiny_night(tmp_path_factory):
     data = tmp_path_factory.mktemp("tiny-night")
     pt.make_demo_store(data / "store", n_symbols=6, years=2, seed=5, end=END)
     outputs = data / "outputs"
-    env = {"NUMBA_CACHE_DIR": str(data / "numba-cache"), "PITOOLS_HOME": str(ROOT)}
+    env = {"NUMBA_CACHE_DIR": numba_cache_dir, "PITOOLS_HOME": str(ROOT)}
     proc = run_cli("nightly", "--profile", "ci", "--set", f"data_dir={data}", "--set", "population_size=4",
                    "--set", "generations=1", "--date", END, "--outputs", str(outputs), env=env)
     if proc.returncode != 0:

@@ -33,14 +33,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def numba_cache(tmp_path_factory) -> str:
-    """One numba cache for every run of this module: compiled once, warm afterwards."""
-    return str(tmp_path_factory.mktemp("numba-cache"))
-
-
-@pytest.fixture(scope="module")
-def env(numba_cache) -> dict:
-    return {"NUMBA_CACHE_DIR": numba_cache, "PITOOLS_HOME": str(ROOT)}
+def env(numba_cache_dir) -> dict:
+    return {"NUMBA_CACHE_DIR": numba_cache_dir, "PITOOLS_HOME": str(ROOT)}
 
 
 def make_data_dir(path: Path, n_symbols: int = 12) -> Path:
