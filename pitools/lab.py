@@ -255,6 +255,8 @@ def lab_config(profile: Profile, ip: str = "127.0.0.1", port: int = 8888,
         # the password is the file's; a login page must not replace it or write ~/.jupyter
         "PasswordIdentityProvider": {"hashed_password": hashed, "password_required": bool(hashed),
                                      "allow_password_change": False},
+        # /pitools/reports/: outputs/ behind the login, charts included (pitools/lab_reports.py)
+        "ServerApp": {"jpserver_extensions": {"pitools.lab_reports": True}},
     })
     ensure_kernel()
 
@@ -319,6 +321,7 @@ def run_lab(config: LabConfig, *, show_token: bool | None = None, replace_proces
           f"(root {config.root_dir})")
     for url in config.urls:
         print(f"  open {url if show_token or '?token=' not in url else url.split('?')[0] + '?token=<token>'}")
+    print(f"  nightly reports: {config.urls[0].split('/lab')[0]}/pitools/reports/")
     if config.token_file is not None:
         print(f"  token file: {config.token_file}  (`cat` it; delete it for a new token)")
     if config.password_file is not None:

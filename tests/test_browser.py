@@ -349,3 +349,46 @@ def test_jupyterlab_needs_the_token_and_opens_the_tune_notebook_with_its_kernel(
         finally:
             page.close()
     assert hashlib.sha256(notebook.read_bytes()).hexdigest() == before  # opened, not rewritten
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def test_the_lab_serves_the_nightly_reports_behind_its_login_with_their_charts(browser, tiny_night, tmp_path):
+    """/pitools/reports/ (pitools/lab_reports.py): Jupyter's /files/ sandboxes HTML, so a
+    report there cannot fetch the shared plotly.js with the login cookie; this one can."""
+    from pitools.config import load_profile
+    from pitools.lab import lab_config
+
+    data, outputs, night = tiny_night
+    profile = load_profile("ci").replace(data_dir=str(tmp_path / "data"))
+    cfg = lab_config(profile, ip="127.0.0.1", port=_free_port(), root=data, allow_root=AS_ROOT, open_browser=False)
+    token = cfg.token_file.read_text().strip()
+    browser.clear_cookies()
+    with _lab(cfg, tmp_path) as (base, log_path):
+        report = f"{base}/pitools/reports/{night}/02_regime.html"
+        # not logged in: sent to the login page, never the report
+        opener = urllib.request.build_opener(_NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(report, timeout=10)
+        assert refused.value.code == 302 and "/login" in refused.value.headers["Location"]
+        with urllib.request.urlopen(urllib.request.Request(report, headers={"Authorization": f"token {token}"}),
+                                    timeout=10) as resp:
+            assert resp.status == 200 and "sandbox" not in resp.headers["Content-Security-Policy"]
+        page = browser.new_page()
+        try:
+            page.goto(f"{base}/lab?token={token}")  # logs in: the cookie is what a person has
+            page.goto(f"{base}/pitools/reports/")
+            page.locator("#runs").wait_for()
+            assert night in page.locator("#runs").inner_text()
+            page.click(f'a[href="{night}/02_regime.html"]')
+            page.wait_for_selector(".plotly-graph-div svg.main-svg")
+            assert page.evaluate("typeof window.Plotly") == "object"
+            _screenshot(page, "lab-report")
+        except Exception:
+            print(log_path.read_text()[-5000:])
+            raise
+        finally:
+            page.close()
