@@ -213,6 +213,10 @@ def test_two_concurrent_runs_one_refuses_with_a_clear_message(tmp_path, env):
         while not (outputs / NIGHT / "run.json").exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         assert first.poll() is None, "the first run ended before the second started"
+        index = outputs / "index.html"
+        while time.monotonic() < deadline and not (index.exists() and "01_slow" in index.read_text()):
+            time.sleep(0.1)
+        assert 'http-equiv="refresh" content="10"' in index.read_text()  # in progress: it reloads itself
         second = run_cli("nightly", *profile_args(data), "--date", NIGHT, "--outputs", str(outputs),
                          "--notebooks", str(lst), env=env)
         assert second.returncode == 1
