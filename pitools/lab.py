@@ -10,7 +10,8 @@ user) and never in the environment (every kernel inherits it, so ``!env`` in a n
 would print it into a report). :func:`lab_config` writes ``<data_dir>/lab/server-config.json``
 (mode 0600, in a 0700 folder) holding ``IdentityProvider.token`` and, with a password,
 ``PasswordIdentityProvider.hashed_password``; the command line names only that file
-(``--config=…``), which jupyter_server loads after the user's own config files.
+(``--config=…``). With ``--config`` jupyter_server reads that file (and ``jupyter_config.*``)
+instead of the user's ``jupyter_server_config.*``: the lab's settings are these, on purpose.
 
 The token lives in `token_file` (default ``<data_dir>/lab/token``); a missing one is made
 with :func:`secrets.token_urlsafe`, mode 0600. An empty, short or group/other-readable one is
@@ -96,13 +97,17 @@ def _read_secret(name: str, path: Path) -> str:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
         raise ConfigError(f"`{name}` = {str(path)!r} cannot be read: {exc.strerror}") from None
-    with os.fdopen(fd, encoding="utf-8") as fh:
-        st = os.fstat(fh.fileno())  # the mode of what was opened, not of what the name points at later
+    try:
+        st = os.fstat(fd)  # the mode of what was opened, not of what the name points at later
         if not stat.S_ISREG(st.st_mode):
             raise ConfigError(f"`{name}` = {str(path)!r} is not a regular file")
         if st.st_mode & 0o077:
             raise ConfigError(f"`{name}` = {str(path)!r} has mode {stat.S_IMODE(st.st_mode):04o}: group or others "
                               f"can read the secret; only its owner may. Fix it with `chmod 600 {path}`")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, encoding="utf-8") as fh:
         return fh.read().strip()
 
 
@@ -270,11 +275,9 @@ def lab_config(profile: Profile, ip: str = "127.0.0.1", port: int = 8888,
             f"--MappingKernelManager.cull_idle_timeout={cull}",
             f"--MappingKernelManager.cull_interval={max(1, min(CULL_INTERVAL_S, cull or CULL_INTERVAL_S))}",
             "--MappingKernelManager.cull_connected=False"]
-    # kernels talk to the server over unix sockets in the private lab folder (as nightly
-    # kernels do): no TCP port per kernel, no unencrypted-TCP warning in the journal
-    sock_dir = lab_dir / "kernels"
-    sock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    argv += ["--KernelManager.transport=ipc", f"--KernelManager.ip={sock_dir / 'kernel'}"]
+    # Kernels keep jupyter's default transport, TCP on loopback. (IPC with one fixed socket
+    # name, as the nightly run uses for its one kernel at a time, collides when the lab
+    # starts two kernels at once.)
     if not loopback:
         argv.append("--ServerApp.allow_remote_access=True")
     if not open_browser or not loopback:

@@ -32,10 +32,14 @@ class ReportsHandler(AuthenticatedFileHandler):
         return JupyterHandler.content_security_policy.fget(self)  # frame-ancestors 'self' + report-uri
 
     def check_xsrf_cookie(self) -> None:
-        # Read-only (GET/HEAD of files): nothing for a forged request to change. Jupyter's
-        # check would refuse a bookmarked or typed-in report URL (no Referer); the login is
-        # still required by the handler's get().
-        return None
+        # Jupyter's check refuses a GET without a same-origin Referer, which is every
+        # bookmarked or typed-in report URL. Browsers say where a request comes from in
+        # Sec-Fetch-Site: a typed URL ("none") and the report's own assets ("same-origin")
+        # pass; another site including these files (cross-site inclusion) still gets
+        # Jupyter's check. The login is required either way (get()).
+        if self.request.headers.get("Sec-Fetch-Site") in ("none", "same-origin"):
+            return None
+        return super().check_xsrf_cookie()
 
 
 def _jupyter_server_extension_points():

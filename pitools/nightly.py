@@ -115,7 +115,10 @@ def load_nightly(path: str | Path | None = None, root: Path | None = None) -> li
         where = f"{file.name}: notebook {name!r}"
         if any(s.name == name for s in specs):
             raise ConfigError(f"{where} is listed twice")
-        nb_path = Path(entry.get("path") or Path("notebooks") / f"{name}.ipynb")
+        raw_path = entry.get("path")
+        if raw_path is not None and not isinstance(raw_path, str):
+            raise ConfigError(f"{where}: `path` = {raw_path!r} must be a notebook path, e.g. notebooks/{name}.ipynb")
+        nb_path = Path(raw_path or Path("notebooks") / f"{name}.ipynb")
         nb_path = nb_path if nb_path.is_absolute() else root / nb_path
         if not nb_path.is_file():
             raise ConfigError(f"{where}: `path` = {str(nb_path)!r} does not exist")
@@ -189,8 +192,9 @@ def descendants(pid: int | None = None) -> list[int]:
 class _KernelWatch(threading.Thread):
     """Samples the PSS of everything below this process and enforces the wall-clock limit."""
 
-    def __init__(self, timeout_s: float):
+    def __init__(self, timeout_s: float, ignore: frozenset[int] = frozenset()):
         super().__init__(daemon=True, name="pitools-kernel-watch")
+        self.ignore = ignore  # children the caller had before the notebook: not ours to count or kill
         from .memory import pool_pss_bytes, rss_bytes
 
         self._pss, self._rss = pool_pss_bytes, rss_bytes
@@ -203,7 +207,7 @@ class _KernelWatch(threading.Thread):
 
     def run(self) -> None:
         while not self._halt.wait(_SAMPLE_S):
-            pids = descendants()
+            pids = [p for p in descendants() if p not in self.ignore]
             self.peak_pss = max(self.peak_pss, self._pss(pids))
             self.peak_rss = max([self.peak_rss, *(r for r in map(self._rss, pids) if r)])
             if time.monotonic() - self._t0 > self.timeout_s and not self.timed_out:
@@ -224,12 +228,17 @@ def _kill(pids) -> None:
 
 # ---------------------------------------------------------------- the lock
 
+OUTPUTS_LOCK = ".nightly.lock"
+
+
 @contextlib.contextmanager
-def _nightly_lock(data_dir: Path, info: dict):
-    """An exclusive flock on ``<data_dir>/nightly.lock``: the kernel drops it when the holder
-    dies (even by kill -9), so a crashed run never blocks the next one."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / "nightly.lock"
+def _nightly_lock(folder: Path, info: dict, name: str = "nightly.lock"):
+    """An exclusive flock on ``<folder>/<name>``: the kernel drops it when the holder dies
+    (even by kill -9), so a crashed run never blocks the next one. A run takes one in its
+    data directory (trades.db, optimizer state) and one in its outputs folder, which
+    profiles with different data directories share."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     fh = open(path, "a+")
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -319,8 +328,9 @@ def _run_dir(outputs: Path, night: str) -> Path:
     return path
 
 
-def _mark_interrupted(outputs: Path) -> None:
-    """Records still saying 'running' belong to runs that died (we hold the lock)."""
+def _mark_interrupted(outputs: Path, db_path: Path | None = None) -> None:
+    """Records still saying 'running' belong to runs that died (the caller holds the outputs
+    lock); their trades.db row says so too when `db_path` is the database they wrote."""
     for rec in read_runs(outputs):
         if rec.get("status") == "running":
             path = outputs / rec["dir"] / RUN_FILE
@@ -331,11 +341,19 @@ def _mark_interrupted(outputs: Path) -> None:
                     nb["status"] = "interrupted" if nb["status"] == "running" else "skipped"
             write_public(path, json.dumps(rec, indent=1, default=str) + "\n")
             log.warning("run %s had died mid-way (status running); marked interrupted", path.parent.name)
+            if db_path is not None and rec.get("run_id") is not None and db_path.exists():
+                from .db import open_trades_db
+
+                with contextlib.suppress(Exception), open_trades_db(db_path) as db:
+                    if db.query("SELECT status FROM runs WHERE id = ?", (rec["run_id"],)).status.tolist() == ["running"]:
+                        db.finish_run(int(rec["run_id"]), "failed", details={"status": "interrupted"})
 
 
 def _retention(outputs: Path, keep_nights: int, current: Path) -> list[str]:
     """Delete runs of nights older than the last `keep_nights`; never the newest successful
     run, never the current one, never a folder without a run record."""
+    for left in outputs.glob(".trash-*"):  # a deletion cut short last time
+        shutil.rmtree(left, ignore_errors=True)
     runs = read_runs(outputs)
     nights = sorted({str(r.get("night")) for r in runs}, reverse=True)[:keep_nights]
     newest_ok = next((r["dir"] for r in runs if r.get("status") == "ok"), None)
@@ -343,7 +361,15 @@ def _retention(outputs: Path, keep_nights: int, current: Path) -> list[str]:
     for r in runs:
         if str(r.get("night")) in nights or r["dir"] in (newest_ok, current.name):
             continue
-        shutil.rmtree(outputs / r["dir"], ignore_errors=True)
+        # one atomic rename takes the run out of the index and the reports; the slow delete
+        # after it may be cut short (SIGTERM, kill -9) and is finished by the next run
+        trash = outputs / f".trash-{r['dir']}-{os.getpid()}"
+        try:
+            os.rename(outputs / r["dir"], trash)
+        except OSError as exc:
+            log.warning("retention: could not remove %s: %s", r["dir"], exc)
+            continue
+        shutil.rmtree(trash, ignore_errors=True)
         removed.append(r["dir"])
     if removed:
         log.info("retention: removed %d old run(s): %s", len(removed), ", ".join(removed))
@@ -402,7 +428,8 @@ def _run_notebook(spec: NotebookSpec, params: dict, run_dir: Path, kernel: str, 
     rec = {"name": spec.name, "status": "running", "ipynb": out.name, "html": None, "started_at": _now(),
            "parameters": params}
     t0 = time.perf_counter()
-    watch = _KernelWatch(timeout_s)
+    before = frozenset(descendants())  # a caller's own children (a dask cluster, a server) are left alone
+    watch = _KernelWatch(timeout_s, before)
     watch.start()
     error = None
     try:
@@ -416,7 +443,7 @@ def _run_notebook(spec: NotebookSpec, params: dict, run_dir: Path, kernel: str, 
         status, error = "failed", f"{type(exc).__name__}: {exc}"[:300]
     finally:
         watch.stop()
-        _kill(descendants())  # nothing of this notebook outlives it
+        _kill([p for p in descendants() if p not in before])  # nothing of this notebook outlives it
     if watch.timed_out:
         status, error = "timeout", f"stopped after the wall-clock limit of {timeout_s:.0f} s"
     ran_s = time.perf_counter() - t0
@@ -449,6 +476,30 @@ def _run_notebook(spec: NotebookSpec, params: dict, run_dir: Path, kernel: str, 
 
 
 # ---------------------------------------------------------------- the run
+
+def _check_outputs(outputs: Path) -> None:
+    """The outputs folder must be a folder we can write: found out before anything runs."""
+    probe = outputs
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"`--outputs` = {str(outputs)!r}: {str(probe)!r} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"`--outputs` = {str(outputs)!r}: {str(probe)!r} is not writable by this user")
+
+
+def _socket_dir(data_dir: Path) -> Path:
+    """A private folder for the kernels' sockets, one per data directory: the run holds its
+    lock, so whatever a killed run left there is stale and goes. Short, under the temp dir:
+    a unix socket path may not exceed 107 bytes."""
+    import hashlib
+
+    tag = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:12]
+    path = Path(tempfile.gettempdir()) / f"pitools-kernels-{os.getuid()}-{tag}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(mode=0o700)
+    return path
+
 
 def _resolve_night(night, store_dir: Path) -> str:
     if night is None:
@@ -518,18 +569,19 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
     Store.open(store_dir)  # a missing or damaged store is bad input: nothing is written yet
     night = _resolve_night(night, store_dir)
     outputs = Path(outputs) if outputs is not None else root / "outputs"
+    _check_outputs(outputs)
 
     lock_info = {"pid": os.getpid(), "started": _now(), "profile": profile.name, "night": night}
-    with _nightly_lock(profile.data_dir, lock_info), _sigterm_as_interrupt():
+    with _nightly_lock(profile.data_dir, lock_info), _nightly_lock(outputs, lock_info, OUTPUTS_LOCK), \
+            _sigterm_as_interrupt():
         os.environ.setdefault("NUMBA_CACHE_DIR", str(profile.data_dir / "numba-cache"))
         os.environ.setdefault("PITOOLS_HOME", str(root))
         kernel = ensure_kernel()
-        outputs.mkdir(parents=True, exist_ok=True)
-        _mark_interrupted(outputs)
+        _mark_interrupted(outputs, profile.db_path)
         run_dir = _run_dir(outputs, night)
         run_dir.mkdir(parents=True)
         handler = _papermill_log(run_dir)
-        sock_dir = Path(tempfile.mkdtemp(prefix="pitools-kernels-"))
+        sock_dir = _socket_dir(profile.data_dir)
         kernel_manager = _ipc_kernel_manager(sock_dir)
         plotly_src = "../" + plotly_asset(outputs)
         base = {"profile": profile.name, "overrides": list(overrides), "night": night, "store": str(store_dir),
@@ -540,6 +592,7 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
                         overrides=list(overrides), versions=_versions(),
                         notebooks=[{"name": s.name, "status": "pending", "needs": list(s.needs)} for s in specs])
         t0 = time.perf_counter()
+        deadline = t0 + 60.0 * profile.nightly_timeout_min  # the whole run's limit, systemd or not
         try:
             with open_trades_db(profile.db_path) as db:
                 rec.run_id = db.start_run(night, profile.name)
@@ -550,7 +603,14 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
             done: dict[str, str] = {}
             for i, spec in enumerate(specs):
                 blocked = [n for n in spec.needs if done.get(n) != "ok"]
-                if blocked:
+                left_s = deadline - time.perf_counter()
+                if left_s < 1.0:
+                    rec.notebooks[i] = {**rec.notebooks[i], "status": "skipped",
+                                        "error": f"skipped: the run's wall-clock limit of "
+                                                 f"{profile.nightly_timeout_min} min (nightly_timeout_min) was reached"}
+                    done[spec.name] = "skipped"
+                    log.warning("%s: skipped (the run's wall-clock limit was reached)", spec.name)
+                elif blocked:
                     rec.notebooks[i] = {**rec.notebooks[i], "status": "skipped",
                                         "error": f"skipped: needs {', '.join(blocked)}, which did not succeed"}
                     done[spec.name] = "skipped"
@@ -561,7 +621,7 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
                     write_index(outputs, live=True)
                     log.info("%s: running", spec.name)
                     result = _run_notebook(spec, {**base, **spec.parameters}, run_dir, kernel, root,
-                                           float(spec.timeout_s or profile.notebook_timeout_s), plotly_src,
+                                           min(float(spec.timeout_s or profile.notebook_timeout_s), left_s), plotly_src,
                                            kernel_manager)
                     rec.notebooks[i] = {**rec.notebooks[i], **result}
                     done[spec.name] = result["status"]
@@ -577,7 +637,6 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
             for nb in rec.notebooks:
                 if nb["status"] in ("pending", "running"):
                     nb["status"] = "interrupted" if nb["status"] == "running" else "skipped"
-            _kill(descendants())
             raise
         finally:
             rec.duration_s = round(time.perf_counter() - t0, 3)
@@ -624,19 +683,8 @@ def mark_failed(outputs: str | Path, unit: str = "pitools-nightly.service", resu
     path.parent.mkdir(parents=True, exist_ok=True)
     write_public(path, json.dumps({"time": stamp.isoformat(timespec="seconds"), "unit": unit,
                                         "result": result}) + "\n")
-    if not _lock_held(outputs):
-        _mark_interrupted(outputs)
+    with contextlib.suppress(NightlyLocked):  # a live run holds it: its records are real
+        with _nightly_lock(outputs, {"pid": os.getpid(), "hook": unit}, OUTPUTS_LOCK):
+            _mark_interrupted(outputs)
     write_index(outputs)
     return path
-
-
-def _lock_held(outputs: Path) -> bool:
-    """Whether a live run still holds a lock (then its 'running' records are real)."""
-    for rec in read_runs(outputs):
-        if rec.get("status") == "running" and rec.get("pid"):
-            try:
-                os.kill(int(rec["pid"]), 0)
-                return True
-            except (ProcessLookupError, PermissionError, ValueError):
-                continue
-    return False

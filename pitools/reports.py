@@ -16,11 +16,10 @@ import copy
 import datetime as dt
 import html
 import json
-import os
 import uuid
 from pathlib import Path
 
-from .data.atomic import write_bytes_atomic
+from .data.atomic import atomic_write
 
 __all__ = ["PLOTLY_MIME", "write_public", "plotly_asset", "export_html", "read_runs", "write_index", "LOG_NAME", "RUN_FILE"]
 
@@ -35,8 +34,8 @@ _LOG_TAIL_LINES = 60
 def write_public(path: str | Path, text: str | bytes) -> Path:
     """Write atomically, readable by everyone (a web server or another user may serve outputs/)."""
     path = Path(path)
-    write_bytes_atomic(path, text.encode() if isinstance(text, str) else text)
-    os.chmod(path, 0o644)
+    with atomic_write(path, "wb", perms=0o644) as fh:
+        fh.write(text.encode() if isinstance(text, str) else text)
     return path
 
 
@@ -76,13 +75,16 @@ def _plotly_to_html(nb) -> None:
                 f'"plotly.js did not load (outputs/assets/ missing?)"; }}\n</script>')
 
 
-def export_html(ipynb: str | Path, html_path: str | Path, plotly_src: str = "../assets/plotly.min.js",
+def export_html(ipynb: str | Path, html_path: str | Path, plotly_src: str | None = None,
                 caption: str = "", failed: bool = False) -> Path:
     """Write a code-hidden HTML report of the executed notebook `ipynb` (atomically).
 
     Outputs, markdown and errors stay visible; code cells and prompts are hidden.
-    `plotly_src` is the plotly.js URL relative to the HTML file.
+    `plotly_src` is the plotly.js URL relative to the HTML file; by default the copy that
+    :func:`plotly_asset` keeps in ``<outputs>/assets/``, the HTML being in ``<outputs>/<run>/``.
     """
+    if plotly_src is None:
+        plotly_src = "../" + plotly_asset(Path(html_path).resolve().parent.parent)
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -104,6 +106,8 @@ def read_runs(outputs: str | Path) -> list[dict]:
     """Every run record (``outputs/*/run.json``), newest first; ``dir`` is the folder name."""
     runs = []
     for path in Path(outputs).glob(f"*/{RUN_FILE}"):
+        if path.parent.name.startswith("."):
+            continue  # a run being deleted by retention
         try:
             rec = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):

@@ -187,6 +187,10 @@ def render_units(profile: Profile, user_mode: bool = False, user: str | None = N
         "LAB_MEMORY_MAX_MB": str(lab_memory_max_mb),
         "TOKEN_FILE": _arg("data_dir", str(data_dir / "lab" / "token")),
         "WANTED_BY": "default.target" if user_mode else "multi-user.target",
+        # mount namespaces: a system manager sets them up; a --user one often may not
+        "PRIVATE_TMP": ("# PrivateTmp/ProtectSystem: left out of --user units (they need user namespaces)"
+                        if user_mode else "PrivateTmp=yes"),
+        "PROTECT_SYSTEM": "" if user_mode else "ProtectSystem=full",
     }
     units = {}
     for name in UNIT_NAMES:

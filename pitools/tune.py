@@ -347,6 +347,8 @@ class TuneSession:
             data = self._figure_data(spec, checked, sub, res, focus)
         except PitoolsError as exc:
             return self._failed(str(exc), t0)
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. int(inf), a tz-aware date: still input
+            return self._failed(f"not usable: {exc} (params {params!r}, start {start!r}, end {end!r})", t0)
         t3 = time.perf_counter()
         self.strategy, self.params, self.symbols, self.focus = spec.name, checked, syms, focus
         self._kept[spec.name] = checked

@@ -125,7 +125,8 @@ def test_real_lab_needs_the_token(server, tmp_path):
         from jupyter_client import BlockingKernelClient
 
         connection = runtime / f"kernel-{kernel['id']}.json"
-        assert json.loads(connection.read_text())["transport"] == "ipc"  # no TCP port per kernel
+        info = json.loads(connection.read_text())
+        assert (info["transport"], info["ip"]) == ("tcp", "127.0.0.1")  # kernel ports on loopback only
         client = BlockingKernelClient(connection_file=str(connection))
         client.load_connection_file()
         client.start_channels()

@@ -277,7 +277,7 @@ def test_kill_9_mid_run_then_the_next_run_succeeds_and_nothing_earlier_is_damage
 # ---------------------------------------------------------------- bad input: exit 2, nothing written
 
 @pytest.mark.parametrize("case", ["unknown_profile", "malformed_yaml", "unknown_parameter", "missing_store",
-                                  "bad_date", "unknown_needs"])
+                                  "bad_date", "unknown_needs", "outputs_is_a_file", "path_not_a_string"])
 def test_bad_input_exits_2_names_the_thing_and_writes_nothing(tmp_path, env, case):
     data = tmp_path / "data"
     if case != "missing_store":
@@ -303,6 +303,13 @@ def test_bad_input_exits_2_names_the_thing_and_writes_nothing(tmp_path, env, cas
     elif case == "bad_date":
         args[args.index(NIGHT)] = "2026-13-01"
         expect = ["--date", "'2026-13-01'", "YYYY-MM-DD"]
+    elif case == "outputs_is_a_file":
+        outputs.write_text("not a folder")
+        expect = ["--outputs", "is a file"]
+    elif case == "path_not_a_string":
+        lst = notebook_list(tmp_path / "list.yaml", [{"name": "01_fine", "path": 5}])
+        args += ["--notebooks", str(lst)]
+        expect = ["01_fine", "`path` = 5"]
     else:
         lst = notebook_list(tmp_path / "list.yaml", [{"name": "01_fine", "path": str(fine), "needs": ["00_dta"]}])
         args += ["--notebooks", str(lst)]
@@ -312,7 +319,9 @@ def test_bad_input_exits_2_names_the_thing_and_writes_nothing(tmp_path, env, cas
     for text in expect:
         assert text in proc.stderr, (text, proc.stderr)
     assert "Traceback" not in proc.stderr
-    assert not outputs.exists() or not any(outputs.iterdir())
+    assert not outputs.exists() or outputs.is_file() or not any(outputs.iterdir())
+    if case == "outputs_is_a_file":
+        assert outputs.read_text() == "not a folder"
 
 
 def test_the_shipped_notebooks_declare_every_standard_parameter():

@@ -157,6 +157,8 @@ def test_a_slow_window_not_above_fast_is_refused_and_the_figure_kept(session):
     ({"params": {"fats": 3}}, ["'fats'", "Did you mean 'fast'"]),
     ({"strategy": "sma_crass"}, ["'sma_crass'", "Did you mean"]),
     ({"focus": "NOPE"}, ["`focus`", "'NOPE'"]),
+    ({"params": {"fast": float("inf")}}, ["inf"]),
+    ({"start": "2024-01-01T00:00+05:00"}, ["2024-01-01T00:00+05:00"]),
 ])
 def test_bad_widget_input_gives_a_message_and_keeps_the_last_figure(session, kwargs, words):
     good = session.update()

@@ -29,10 +29,12 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike, mode: str = "wb", perms: int | None = None) -> Iterator[IO]:
     """Open a temp file beside `path`; on a clean exit it replaces `path` atomically.
 
-    On an exception the temp file is removed and `path` is left as it was.
+    On an exception the temp file is removed and `path` is left as it was. The file is
+    created 0600; `perms` (e.g. ``0o644``) is set before the rename, so the name never
+    points at a file with the wrong mode.
 
     Example
     -------
@@ -50,6 +52,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
+            if perms is not None:
+                os.fchmod(fh.fileno(), perms)
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         fsync_dir(target.parent)
