@@ -45,7 +45,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from .config import Profile, project_root
-from .data.atomic import fsync_dir
+from .data.atomic import fsync_dir, write_text_atomic
 from .errors import ConfigError
 from .kernelspec import ensure_kernel
 
@@ -151,18 +151,7 @@ def _hashed_password(password_file: Path) -> str:
 def _write_private_json(path: Path, data: dict) -> None:
     """Write `data` to `path` atomically, readable by its owner only."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".tmp-{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # 0600 from birth: never readable by others
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    write_text_atomic(path, json.dumps(data, indent=1))  # mkstemp: 0600 from birth, never readable by others
 
 
 def lan_addresses(family: int = socket.AF_INET) -> list[str]:

@@ -19,7 +19,7 @@ import json
 import uuid
 from pathlib import Path
 
-from .data.atomic import atomic_write
+from .data.atomic import write_bytes_atomic
 
 __all__ = ["PLOTLY_MIME", "write_public", "plotly_asset", "export_html", "read_runs", "write_index", "LOG_NAME", "RUN_FILE"]
 
@@ -33,10 +33,8 @@ _LOG_TAIL_LINES = 60
 
 def write_public(path: str | Path, text: str | bytes) -> Path:
     """Write atomically, readable by everyone (a web server or another user may serve outputs/)."""
-    path = Path(path)
-    with atomic_write(path, "wb", perms=0o644) as fh:
-        fh.write(text.encode() if isinstance(text, str) else text)
-    return path
+    write_bytes_atomic(path, text.encode() if isinstance(text, str) else text, perms=0o644)
+    return Path(path)
 
 
 def plotly_asset(outputs: str | Path) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Profile, project_root
-from .data.atomic import atomic_write
+from .data.atomic import write_text_atomic
 from .errors import PitoolsError, did_you_mean
 
 __all__ = ["UNIT_NAMES", "ServiceError", "SystemctlError", "render_units", "install_services",
@@ -232,9 +232,7 @@ def _write(units: dict[str, str], folder: Path) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         paths = []
         for name, text in units.items():
-            with atomic_write(folder / name, "wb") as fh:  # write_text_atomic, but world-readable
-                os.fchmod(fh.fileno(), 0o644)
-                fh.write(text.encode("utf-8"))
+            write_text_atomic(folder / name, text, perms=0o644)  # world-readable, like /etc/systemd's
             paths.append(folder / name)
         return paths
     except OSError as exc:

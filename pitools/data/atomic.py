@@ -63,12 +63,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", perms: int | None = 
         raise
 
 
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Replace `path` with `data` atomically."""
-    with atomic_write(path, "wb") as fh:
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, perms: int | None = None) -> None:
+    """Replace `path` with `data` atomically (mode 0600, or `perms`)."""
+    with atomic_write(path, "wb", perms=perms) as fh:
         fh.write(data)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Replace `path` with `text` (UTF-8) atomically."""
-    write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: str | os.PathLike, text: str, perms: int | None = None) -> None:
+    """Replace `path` with `text` (UTF-8) atomically (mode 0600, or `perms`)."""
+    write_bytes_atomic(path, text.encode("utf-8"), perms)
