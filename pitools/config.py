@@ -103,17 +103,18 @@ class Profile:
     seed: int
     demo_symbols: int
     demo_years: int
-    keep_nights: int = 14
-    notebook_timeout_s: int = 1800
-    nightly_timeout_min: int = 180
-    memory_high_mb: int = 2800
-    memory_max_mb: int = 3300
-    nice: int = 10
-    schedule: str = "Mon..Fri *-*-* 18:30:00 America/New_York"
-    data_source: str = "drop_folder"
-    drop_dir: str = "incoming"
-    http_base_url: str = "https://stooq.com/q/d/l/"
-    http_timeout_s: float = 30.0
+    # the nightly run's keys: their defaults live in FIELDS (filled in by _build)
+    keep_nights: int
+    notebook_timeout_s: int
+    nightly_timeout_min: int
+    memory_high_mb: int
+    memory_max_mb: int
+    nice: int
+    schedule: str
+    data_source: str
+    drop_dir: str
+    http_base_url: str
+    http_timeout_s: float
 
     @property
     def store_dir(self) -> Path:
