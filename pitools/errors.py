@@ -21,6 +21,7 @@ __all__ = [
     "IngestError",
     "MemoryBudgetError",
     "did_you_mean",
+    "check_int",
 ]
 
 
@@ -66,6 +67,16 @@ class IngestError(PitoolsError, ValueError):
 
 class MemoryBudgetError(PitoolsError, MemoryError):
     """A request would exceed the memory budget; raised before anything is allocated."""
+
+
+def check_int(name: str, value: object, low: int, high: int | None = None, allowed: str | None = None,
+              error: type[PitoolsError] = ConfigError) -> int:
+    """`value` if it is an int (not a bool) from `low` to `high`; else `error` naming `name`,
+    the value and `allowed` (default: "an integer from LOW to HIGH")."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        allowed = allowed or (f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}")
+        raise error(f"`{name}` = {value!r} must be {allowed}")
+    return value
 
 
 def did_you_mean(value: str, choices: Iterable[str], n: int = 3) -> str:

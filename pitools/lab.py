@@ -46,7 +46,7 @@ from urllib.parse import quote
 
 from .config import Profile, project_root
 from .data.atomic import fsync_dir, write_text_atomic
-from .errors import ConfigError
+from .errors import ConfigError, check_int
 from .kernelspec import ensure_kernel
 
 __all__ = ["LabConfig", "lab_config", "run_lab", "lan_addresses", "MIN_TOKEN_CHARS"]
@@ -76,12 +76,6 @@ def _check_ip(ip: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     except ValueError:
         raise ConfigError(f"`ip` = {ip!r} is not an IP address; use 127.0.0.1 (this machine only), "
                           "0.0.0.0 (every interface, the LAN) or one address of this machine") from None
-
-
-def _check_int(name: str, value: object, low: int, high: int | None, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-        raise ConfigError(f"`{name}` = {value!r} must be {what}")
-    return value
 
 
 def _existing_file(name: str, value: str | os.PathLike) -> Path:
@@ -222,8 +216,8 @@ def lab_config(profile: Profile, ip: str = "127.0.0.1", port: int = 8888,
     >>> os.execve(cfg.argv[0], cfg.argv, cfg.env)                         # doctest: +SKIP
     """
     address = _check_ip(ip)
-    port = _check_int("port", port, 1, 65535, "an integer from 1 to 65535")
-    cull = _check_int("cull_idle_after", cull_idle_after, 0, None, "a whole number of seconds >= 0 (0: never cull)")
+    port = check_int("port", port, 1, 65535)
+    cull = check_int("cull_idle_after", cull_idle_after, 0, allowed="a whole number of seconds >= 0 (0: never cull)")
     if os.geteuid() == 0 and not allow_root:
         raise ConfigError("`pitools lab` refuses to run as root: every kernel would be a root shell on the LAN. "
                           "Run it as your own user (the systemd unit sets User=), or pass --allow-root if you must")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .config import Profile, project_root
 from .data.atomic import write_text_atomic
-from .errors import PitoolsError, did_you_mean
+from .errors import PitoolsError, check_int, did_you_mean
 
 __all__ = ["UNIT_NAMES", "ServiceError", "SystemctlError", "render_units", "install_services",
            "unit_dir"]
@@ -102,12 +102,6 @@ def _check_schedule(schedule: str) -> None:
                            "try it with `systemd-analyze calendar '...'`")
 
 
-def _check_int(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ServiceError(f"`{name}` = {value!r} must be an integer from {low} to {high}")
-    return value
-
-
 def render_units(profile: Profile, user_mode: bool = False, user: str | None = None,
                  python: str | os.PathLike | None = None, root: str | os.PathLike | None = None,
                  lab_port: int = 8888, *, lab_memory_max_mb: int = 1024) -> dict[str, str]:
@@ -146,8 +140,8 @@ def render_units(profile: Profile, user_mode: bool = False, user: str | None = N
     >>> "MemoryMax=3300M" in units["pitools-nightly.service"]                   # doctest: +SKIP
     True
     """
-    lab_port = _check_int("lab_port", lab_port, 1, 65535)
-    lab_memory_max_mb = _check_int("lab_memory_max_mb", lab_memory_max_mb, 64, 1_048_576)
+    lab_port = check_int("lab_port", lab_port, 1, 65535, error=ServiceError)
+    lab_memory_max_mb = check_int("lab_memory_max_mb", lab_memory_max_mb, 64, 1_048_576, error=ServiceError)
     user = _current_user() if user is None else user
     entry = _check_user(user)
     python = Path(os.path.abspath(sys.executable if python is None else python))
