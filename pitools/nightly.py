@@ -455,7 +455,8 @@ def _run_notebook(spec: NotebookSpec, params: dict, run_dir: Path, kernel: str, 
             f"<span style=\"color:red;font-size:1.3em\">**Stopped:** {error}.</span> "
             "The cells below show how far it got."))
         nbformat.write(nb, str(out))
-    error = error if status == "ok" else (_error_of(nb) if status == "failed" and _error_of(nb) else error)
+    if status == "failed":
+        error = _error_of(nb) or error  # the cell's own exception says more than papermill's wrapper
     t1 = time.perf_counter()
     caption = f"{spec.name} · {status} · {ran_s:.1f} s"
     try:

@@ -329,7 +329,9 @@ def read_run_record(run_dir) -> dict | None:
     """``run_dir/run.json`` as written by the nightly runner, or None (no run_dir, no file, unreadable)."""
     if run_dir is None:
         return None
-    path = Path(run_dir) / "run.json"
+    from .reports import RUN_FILE
+
+    path = Path(run_dir) / RUN_FILE
     try:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):

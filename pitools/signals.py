@@ -72,16 +72,22 @@ def next_session_signals(panel, strategy: str, params: dict | None = None, direc
 
 
 def write_next_session_signals(db, panel, strategies_=None, data_dir=None, run_id: int | None = None,
-                               regime: str | None = None, session=None, **backtest_kwargs) -> pd.DataFrame:
+                               regime: str | None = None, session=None, params: dict | None = None,
+                               **backtest_kwargs) -> pd.DataFrame:
     """Signals of `strategies_` (default: all eight) for `session` (default: the session after
     the panel's last bar), written to `db` (a :class:`pitools.db.TradesDB`); returns that
     session's rows. The nightly run passes the session after its night, so stale data still
-    gives positions for tomorrow (from the latest bars there are)."""
+    gives positions for tomorrow (from the latest bars there are). `params` (strategy →
+    parameters) are used as given; otherwise each strategy's :func:`best_params` from
+    `data_dir` (its defaults without one)."""
     session = str(pd.Timestamp(session).date()) if session is not None else str(next_session(panel.dates[-1]).date())
     names = list(strategies_ or _strategies.names())
     rows = []
     for name in names:
-        params = best_params(data_dir, name)[0] if data_dir is not None else None
-        rows += next_session_signals(panel, name, params, regime=regime, **backtest_kwargs)
+        if params is not None and name in params:
+            chosen = params[name]
+        else:
+            chosen = best_params(data_dir, name)[0] if data_dir is not None else None
+        rows += next_session_signals(panel, name, chosen, regime=regime, **backtest_kwargs)
     db.write_signals(session, rows, run_id=run_id, strategies=names)
     return db.signals(session)

@@ -69,3 +69,10 @@ def test_a_night_after_the_last_bar_gets_signals_for_the_session_after_the_night
         rows = write_next_session_signals(db, panel, ["sma_cross"], session=next_session("2026-11-24"))
         assert set(rows.session) == {"2026-11-25"}
         assert db.signals("2026-11-23").empty
+
+
+def test_given_parameters_are_used_as_they_are(tmp_path, panel):
+    with pt.open_trades_db(tmp_path / "trades.db") as db:
+        rows = write_next_session_signals(db, panel, ["sma_cross"], data_dir=tmp_path,
+                                          params={"sma_cross": {"fast": 5, "slow": 60}})
+        assert {json.loads(p)["slow"] for p in rows.params} == {60}
