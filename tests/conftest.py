@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -80,3 +87,41 @@ def tiny_night(tmp_path_factory, numba_cache_dir):
     if proc.returncode != 0:
         pytest.fail(f"pitools nightly exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return data, outputs, END
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_lab(cfg, env: dict, log_path: Path):
+    """Start a real JupyterLab from ``cfg.argv`` with `env`, wait until /api answers,
+    yield ``(proc, port)``; stop it and its kernels (its process group) after: SIGTERM,
+    then SIGKILL."""
+    port = int(next(a for a in cfg.argv if a.startswith("--ServerApp.port=")).split("=")[1])
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cfg.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # polling: nothing to wait on before the server listens
+                if proc.poll() is not None:
+                    pytest.fail(f"JupyterLab exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                with contextlib.suppress(OSError):
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=5) as resp:
+                        if resp.status == 200:
+                            break
+                if time.monotonic() > deadline:
+                    pytest.fail("JupyterLab did not answer /api within 60 s:\n" + log_path.read_text()[-3000:])
+                time.sleep(0.3)
+            yield proc, port
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)  # its kernels too: they share the session
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(10)

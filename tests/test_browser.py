@@ -13,10 +13,6 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
-import socket
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,7 +21,7 @@ from urllib.parse import unquote, urljoin, urlparse
 import nbformat
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, free_port, running_lab
 
 pytestmark = pytest.mark.slow
 
@@ -231,12 +227,6 @@ def test_the_index_lists_the_run_and_every_link_works(browser, offline, tiny_nig
 
 # ---------------------------------------------------------------- a real JupyterLab
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _status(url: str, token: str | None = None) -> int:
     req = urllib.request.Request(url, headers={"Authorization": f"token {token}"} if token else {})
     try:
@@ -272,31 +262,9 @@ def _lab(cfg, tmp: Path):
     # the pitools kernelspec is in sys.prefix, which JUPYTER_DATA_DIR does not hide
     env = {**cfg.env, "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(settings),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "lab-workspaces"), "JUPYTER_DATA_DIR": str(tmp / "jupyter-data")}
-    port = int(next(a for a in cfg.argv if a.startswith("--ServerApp.port=")).split("=")[1])
-    base = f"http://127.0.0.1:{port}"
     log_path = tmp / "lab.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cfg.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 60
-            while True:  # polling: nothing to wait_for before the server listens
-                if proc.poll() is not None:
-                    pytest.fail(f"JupyterLab exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-                with contextlib.suppress(OSError):
-                    if _status(f"{base}/api") == 200:
-                        break
-                if time.monotonic() > deadline:
-                    pytest.fail("JupyterLab did not answer /api within 60 s:\n" + log_path.read_text()[-3000:])
-                time.sleep(0.3)
-            yield base, log_path
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
+    with running_lab(cfg, env, log_path) as (_, port):
+        yield f"http://127.0.0.1:{port}", log_path
 
 
 def test_jupyterlab_needs_the_token_and_opens_the_tune_notebook_with_its_kernel(browser, tmp_path):
@@ -309,7 +277,7 @@ def test_jupyterlab_needs_the_token_and_opens_the_tune_notebook_with_its_kernel(
     assert notebook.is_file(), f"{TUNE} is not in the repository yet"
     before = hashlib.sha256(notebook.read_bytes()).hexdigest()
     profile = load_profile("ci").replace(data_dir=str(tmp_path / "data"))
-    cfg = lab_config(profile, ip="127.0.0.1", port=_free_port(), allow_root=AS_ROOT, open_browser=False)
+    cfg = lab_config(profile, ip="127.0.0.1", port=free_port(), allow_root=AS_ROOT, open_browser=False)
     token = cfg.token_file.read_text().strip()
     browser.clear_cookies()
     with _lab(cfg, tmp_path) as (base, log_path):
@@ -364,7 +332,7 @@ def test_the_lab_serves_the_nightly_reports_behind_its_login_with_their_charts(b
 
     data, outputs, night = tiny_night
     profile = load_profile("ci").replace(data_dir=str(tmp_path / "data"))
-    cfg = lab_config(profile, ip="127.0.0.1", port=_free_port(), root=data, allow_root=AS_ROOT, open_browser=False)
+    cfg = lab_config(profile, ip="127.0.0.1", port=free_port(), root=data, allow_root=AS_ROOT, open_browser=False)
     token = cfg.token_file.read_text().strip()
     browser.clear_cookies()
     with _lab(cfg, tmp_path) as (base, log_path):

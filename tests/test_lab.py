@@ -6,10 +6,7 @@ import contextlib
 import http.client
 import json
 import os
-import signal
-import socket
 import stat
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
+from conftest import free_port, running_lab
 from pitools.config import load_profile
 from pitools.errors import PitoolsError
 from pitools.lab import lab_config, run_lab
@@ -27,12 +25,6 @@ AS_ROOT = os.geteuid() == 0  # CI containers run as root; the lab refuses that u
 @pytest.fixture
 def profile(tmp_path):
     return load_profile("ci").replace(data_dir=str(tmp_path / "data"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _request(port, method, path, token=None, body=None, headers=None):
@@ -53,40 +45,15 @@ def _request(port, method, path, token=None, body=None, headers=None):
 
 @contextlib.contextmanager
 def _running(cfg, tmp_path):
-    """Start a real JupyterLab from cfg.argv/cfg.env, wait until it answers, kill it after."""
-    # keep the server's runtime files (cookie secret, kernel connection files) out of ~
+    """A real JupyterLab from cfg (conftest.running_lab), its runtime files kept out of ~."""
     env = {**cfg.env, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
-    log_path = tmp_path / "lab.log"
-    port = int(next(a for a in cfg.argv if a.startswith("--ServerApp.port=")).split("=")[1])
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cfg.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"JupyterLab exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-                try:
-                    if _request(port, "GET", "/api")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail("JupyterLab did not answer /api within 60 s:\n" + log_path.read_text()[-3000:])
-                time.sleep(0.3)
-            yield proc, port
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)  # its kernels too: they share the session
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
+    with running_lab(cfg, env, tmp_path / "lab.log") as (proc, port):
+        yield proc, port
 
 
 @pytest.fixture
 def server(profile, tmp_path):
-    cfg = lab_config(profile, port=_free_port(), open_browser=False, allow_root=AS_ROOT)
+    cfg = lab_config(profile, port=free_port(), open_browser=False, allow_root=AS_ROOT)
     with _running(cfg, tmp_path) as (proc, port):
         yield cfg, proc, port
 
@@ -261,7 +228,7 @@ def test_real_lab_with_a_password(profile, tmp_path):
     pw = tmp_path / "pw"
     pw.write_text(passwd("correct horse battery", algorithm="argon2") + "\n")
     pw.chmod(0o600)
-    cfg = lab_config(profile, port=_free_port(), password_file=pw, open_browser=False, allow_root=AS_ROOT)
+    cfg = lab_config(profile, port=free_port(), password_file=pw, open_browser=False, allow_root=AS_ROOT)
     with _running(cfg, tmp_path) as (_, port):
         assert _request(port, "GET", "/api/contents")[0] == 403
         assert _request(port, "GET", "/api/contents?token=")[0] == 403  # no empty token slips through
