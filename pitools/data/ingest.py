@@ -353,14 +353,19 @@ def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str 
     return IngestReport(outcomes, totals["new"], totals["replaced"], qdir if used_quarantine else None, ignored)
 
 
+def free_name(path: Path) -> Path:
+    """`path`, or `name.1.ext`, `name.2.ext` …: a name neither it nor its ``.reason.txt``
+    holds yet (quarantine and archive folders never overwrite anything)."""
+    n, out = 0, path
+    while out.exists() or out.with_name(out.name + ".reason.txt").exists():
+        n += 1
+        out = path.with_name(f"{path.stem}.{n}{path.suffix}")
+    return out
+
+
 def _quarantine_name(qdir: Path, path: Path) -> Path:
     qdir.mkdir(parents=True, exist_ok=True)
-    target = qdir / path.name
-    n = 1
-    while target.exists() or target.with_name(target.name + ".reason.txt").exists():
-        target = qdir / f"{path.stem}.{n}{path.suffix}"
-        n += 1
-    return target
+    return free_name(qdir / path.name)
 
 
 def _quarantine_file(qdir: Path, path: Path, reason: str) -> None:

@@ -42,7 +42,7 @@ import pandas as pd
 from ..errors import ConfigError, did_you_mean
 from .atomic import write_bytes_atomic, write_text_atomic
 from .calendar import last_closed_session, sessions
-from .ingest import CSV_SUFFIXES, PARQUET_SUFFIXES, IngestReport, ingest
+from .ingest import CSV_SUFFIXES, PARQUET_SUFFIXES, IngestReport, free_name, ingest
 from .store import Store
 
 __all__ = ["SOURCES", "register", "get", "refresh", "RefreshReport", "stooq_symbol"]
@@ -178,16 +178,7 @@ def refresh(profile, store: str | os.PathLike | None = None, now: datetime | Non
 
 def _fresh(base: Path) -> Path:
     """``base/<timestamp>``, not yet used (two runs in one second get ``<timestamp>.1`` …)."""
-    return _free_name(base / datetime.now().strftime("%Y%m%dT%H%M%S"))
-
-
-def _free_name(path: Path) -> Path:
-    """`path`, or `name.1.ext`, `name.2.ext` …: never overwrite (nothing is ever deleted)."""
-    n, out = 0, path
-    while out.exists() or out.with_name(out.name + ".reason.txt").exists():
-        n += 1
-        out = path.with_name(f"{path.stem}.{n}{path.suffix}")
-    return out
+    return free_name(base / datetime.now().strftime("%Y%m%dT%H%M%S"))
 
 
 class _Source:
@@ -234,7 +225,7 @@ class DropFolderSource(_Source):
         _record(report, result, {str(f): None for f in files}, drop)
         dest = _fresh(drop / "imported")
         for f in files:
-            target = _free_name(dest / f.relative_to(drop))
+            target = free_name(dest / f.relative_to(drop))
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.rename(f, target)
@@ -444,7 +435,7 @@ class HttpSource(_Source):
         head = (resp.body or b"")[:512].lstrip().lower()
         ext = (".html" if head.startswith(b"<") or "html" in resp.content_type.lower()
                else ".csv" if head.startswith((b"date", b"\xef\xbb\xbfdate")) else ".txt")
-        target = _free_name(self.qdir / (f"{sym}{ext}" if resp.body is not None else sym))
+        target = free_name(self.qdir / (f"{sym}{ext}" if resp.body is not None else sym))
         note = target.with_name(target.name + ".reason.txt")  # nothing arrived: only <SYMBOL>.reason.txt
         if resp.body is not None:
             write_bytes_atomic(target, resp.body)
