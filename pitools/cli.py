@@ -65,6 +65,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="dask scheduler address (with --backend dask), e.g. tcp://pi1:8786")
     p.set_defaults(func=_cmd_evolve)
 
+    p = sub.add_parser("store", help="the bar store")
+    stsub = p.add_subparsers(dest="store_command", metavar="ACTION")
+    r = stsub.add_parser("repair", help="rebuild a damaged store's manifest from the data files it can read "
+                         "(deletes nothing); exit 1 when some files could not be read")
+    _add_profile(r)
+    r.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
+    r.set_defaults(func=_cmd_store_repair)
+
     p = sub.add_parser("db", help="the trades database")
     dbsub = p.add_subparsers(dest="db_command", metavar="ACTION")
     m = dbsub.add_parser("migrate", help="create or upgrade trades.db to the latest schema (backup first)")
@@ -198,6 +206,15 @@ def _cmd_evolve(args) -> int:
     return EXIT_OK
 
 
+def _cmd_store_repair(args) -> int:
+    from .data.repair import repair
+
+    profile = _profile(args)
+    report = repair(_store_dir(args, profile))
+    print(report.text())
+    return EXIT_OK if report.complete else EXIT_FAILED
+
+
 def _cmd_db_migrate(args) -> int:
     from .db import migrate
 
@@ -325,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `pitools summary | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except OSError as exc:  # disk full, a read-only folder: the work failed, say where in one line
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"pitools {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -17,6 +17,7 @@ __all__ = [
     "DataError",
     "StoreError",
     "NoStoreError",
+    "DamagedStoreError",
     "StoreExistsError",
     "IngestError",
     "MemoryBudgetError",
@@ -51,6 +52,13 @@ class StoreError(PitoolsError, RuntimeError):
 
 class NoStoreError(StoreError):
     """There is no store where one was expected (a wrong path is bad input)."""
+
+    exit_code = 2
+
+
+class DamagedStoreError(StoreError):
+    """The store's manifest is missing, unreadable or of the wrong shape while data files are
+    there: nothing writes into it until ``pitools store repair`` rebuilds the manifest."""
 
     exit_code = 2
 

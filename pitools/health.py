@@ -7,6 +7,8 @@ failed, 1 otherwise.
 * data — staleness in *missed NYSE sessions* (the trading calendar, not hours): the
   sessions that closed after the store's last bar. A weekend or a holiday misses nothing;
   a Monday without its bar on Tuesday morning is one missed session.
+* store — every year file the manifest lists is there with the size, sha256 and row
+  groups it recorded (a truncated, missing or bit-flipped file fails; ``pitools store repair``).
 * database — trades.db exists and is at the latest schema version.
 * disk — free space where the data lives.
 * memory — the profile's universe, estimated from the store's manifest before anything is
@@ -73,13 +75,32 @@ def _data(store_dir: Path, now, allowed_missed: int) -> Check:
 
     if not Store.exists(store_dir):
         return Check("data", FAIL, f"no bar store at {store_dir}: run `pitools demo-data` or `pitools ingest`")
-    last = Store.open(store_dir).last_date
+    try:
+        last = Store.open(store_dir).last_date
+    except PitoolsError as exc:
+        return Check("data", FAIL, str(exc))
     if last is None:
         return Check("data", FAIL, f"the store at {store_dir} is empty")
     missed, closed = missed_sessions(last, now)
     detail = (f"last bar {last.date()} ({last.day_name()[:3]}), last closed NYSE session {closed.date()} "
               f"({closed.day_name()[:3]}): {missed} session{'s' if missed != 1 else ''} missed")
     return Check("data", FAIL if missed > allowed_missed else OK, detail)
+
+
+def _store(store_dir: Path) -> Check | None:
+    from .data import Store
+
+    if not Store.exists(store_dir):
+        return None  # the data check says so
+    try:
+        store = Store.open(store_dir)
+    except PitoolsError as exc:
+        return Check("store", FAIL, str(exc))
+    problems = store.verify()
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return Check("store", FAIL, f"{problems[0]}{more}; run `pitools store repair --store {store_dir}`")
+    return Check("store", OK, f"{len(store.partitions)} year files match the manifest (size, sha256, rows)")
 
 
 def _database(db_path: Path) -> Check:
@@ -116,6 +137,10 @@ def _memory(profile: Profile, store_dir: Path) -> Check:
     avail_mb = avail / 2**20 if avail is not None else None
     if not Store.exists(store_dir):
         return Check("memory", WARN, f"no store to estimate the universe from; budget {budget} MB")
+    try:
+        Store.open(store_dir)
+    except PitoolsError:
+        return Check("memory", WARN, f"the store is damaged: no universe to estimate; budget {budget} MB")
     symbols, start = select_universe(store_dir, profile.max_symbols, profile.max_years)
     est = estimate_panel(store_dir, symbols=symbols, start=start)
     need_mb = est.peak_bytes / 2**20
@@ -160,8 +185,9 @@ def check(profile: Profile, store=None, db=None, now: datetime | None = None, al
     """Run every readiness check for `profile`; `now` and the thresholds are for tests and cron."""
     store_dir = Path(store) if store is not None else profile.store_dir
     db_path = Path(db) if db is not None else profile.data_dir / "trades.db"
-    report = Report([_data(store_dir, now, allowed_missed), _database(db_path), _disk(profile.data_dir, min_free_mb),
-                     _memory(profile, store_dir), _numba(profile.data_dir / "numba-cache")])
+    checks = [_data(store_dir, now, allowed_missed), _store(store_dir), _database(db_path),
+              _disk(profile.data_dir, min_free_mb), _memory(profile, store_dir), _numba(profile.data_dir / "numba-cache")]
+    report = Report([c for c in checks if c is not None])
     temp = _temperature(Path(thermal_root))
     if temp is not None:
         report.checks.append(temp)

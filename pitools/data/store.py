@@ -19,6 +19,17 @@ fsynced and renamed to a name derived from their content; nothing reads a file t
 manifest does not list; the manifest is replaced atomically as the last step; files that
 the new manifest no longer lists are removed only after that. A crash at any point leaves
 the previous manifest and every file it lists intact.
+
+Why nothing is ever deleted by mistake: a commit deletes only the files its *base*
+manifest recorded as ``retired`` (listed by the generation before and dropped since), never
+a file merely because the manifest does not name it. A folder with data files but no
+readable manifest is a damaged store (:class:`~pitools.errors.DamagedStoreError`): nothing
+writes into it until :func:`repair` rebuilds the manifest from the files whose content
+still matches their name (the name is the first 16 hex digits of the file's sha256);
+see :mod:`pitools.data.repair`.
+
+Why damage is noticed: every read checks the file's size and sha256 against the manifest
+(hashed once per process and file) and its row groups against the manifest's row counts.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DataError, NoStoreError, StoreError
+from ..errors import DamagedStoreError, DataError, NoStoreError, StoreError
 from .atomic import TMP_PREFIX, fsync_dir, write_text_atomic
 
 __all__ = ["Store", "StoreWriter", "FIELDS", "PRICE_FIELDS", "ROW_GROUP_ROWS", "bars_schema"]
@@ -163,31 +174,45 @@ class Store:
         }
         self.meta: dict[str, dict] = dict(manifest.get("symbol_meta", {}))
         self.info: dict = dict(manifest.get("info", {}))  # store-level facts (source, demo settings)
+        self.retired: list[str] = list(manifest.get("retired", []))  # dropped last commit, deleted next
         self._infos: dict[str, SymbolInfo] | None = None
 
     # -- opening -------------------------------------------------------------------------
     @staticmethod
     def exists(root: str | os.PathLike) -> bool:
-        """True when `root` holds a committed store."""
-        return (Path(root) / MANIFEST).is_file()
+        """True when `root` holds a store: a manifest, or data files (then :meth:`open` says
+        whether it is damaged)."""
+        root = Path(root)
+        return os.path.lexists(root / MANIFEST) or bool(_data_files(root))
 
     @classmethod
     def open(cls, root: str | os.PathLike) -> "Store":
-        """Open the committed store at `root`; :class:`StoreError` when there is none."""
+        """Open the committed store at `root`; :class:`NoStoreError` when there is none,
+        :class:`DamagedStoreError` when its manifest is missing, unreadable or malformed."""
         path = Path(root) / MANIFEST
-        if not path.is_file():
+        repair_hint = f"Run `pitools store repair --store {root}` to rebuild it from the data files."
+        if not os.path.lexists(path):
+            files = _data_files(Path(root))
+            if files:
+                raise DamagedStoreError(
+                    f"the store at {str(root)!r} has {len(files)} data file(s) but no {MANIFEST}: it is "
+                    f"damaged and nothing will write into it. {repair_hint}")
             raise NoStoreError(
                 f"no bar store at {str(root)!r} (no {MANIFEST}). Build the demo universe with "
                 "`pitools demo-data` or import bars with `pitools ingest FILES --store DIR`."
             )
+        if not path.is_file():
+            raise DamagedStoreError(f"{str(path)!r} is not a file: the store is damaged. "
+                                    f"Move it aside, then: {repair_hint}")
         try:
             manifest = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise StoreError(f"{str(path)!r} cannot be read ({exc}); the store is damaged. "
-                             "Restore it from a backup or rebuild it.") from None
-        if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-            raise StoreError(f"{str(path)!r} is not a {FORMAT} v{VERSION} manifest "
-                             f"(format={manifest.get('format')!r}, version={manifest.get('version')!r})")
+            raise DamagedStoreError(f"{str(path)!r} cannot be read ({exc}); the store is damaged. "
+                                    f"{repair_hint}") from None
+        problem = _manifest_problem(manifest)
+        if problem:
+            raise DamagedStoreError(f"{str(path)!r} is not a {FORMAT} v{VERSION} manifest ({problem}): the store is damaged. "
+                                    f"{repair_hint}")
         return cls(root, manifest)
 
     @classmethod
@@ -291,15 +316,39 @@ class Store:
 
     def iter_row_groups(self, year: int, symbols: set[str] | None = None,
                         columns: Iterable[str] = FIELDS) -> Iterator[pa.Table]:
-        """Yield the row groups of `year` that may hold `symbols`, one table each."""
+        """Yield the row groups of `year` that may hold `symbols`, one table each.
+
+        The file is checked against the manifest first (size, sha256, row groups):
+        :class:`StoreError` names the file when it does not match.
+        """
         part = self.partitions[year]
         groups = self.row_groups_for(year, symbols)
         if not groups:
             return
+        path = self._checked_path(part)
         cols = ["symbol", "date", *columns]
-        with pq.ParquetFile(self._path(part), read_dictionary=["symbol"], memory_map=False) as pf:
-            for i in groups:
-                yield pf.read_row_group(i, columns=cols, use_threads=False)
+        try:
+            with pq.ParquetFile(path, read_dictionary=["symbol"], memory_map=False,
+                                page_checksum_verification=True) as pf:
+                _check_row_groups(path, part, pf.metadata)
+                for i in groups:
+                    yield pf.read_row_group(i, columns=cols, use_threads=False)
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreError(f"{str(path)!r} cannot be read ({type(exc).__name__}: {str(exc)[:160]}): the store "
+                             f"is damaged. Run `pitools store repair --store {self.root}`.") from None
+
+    def _checked_path(self, part: _Partition) -> Path:
+        """The file of `part`, after its size and (once per process) its sha256 matched."""
+        path = self._path(part)
+        st = path.stat()
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        if _VERIFIED.get(key) != part.sha256:
+            if _sha256(path) != part.sha256:
+                raise StoreError(f"{str(path)!r} does not match the sha256 the manifest recorded: the file is "
+                                 f"damaged. Run `pitools store repair --store {self.root}` and re-import "
+                                 f"year {part.year}.")
+            _VERIFIED[key] = part.sha256
+        return path
 
     def read_year(self, year: int, symbols: set[str] | None = None,
                   columns: Iterable[str] = FIELDS) -> pa.Table:
@@ -327,22 +376,95 @@ class Store:
         return df.sort_values(["symbol", "date"], ignore_index=True)
 
     def verify(self) -> list[str]:
-        """Check every listed file against its size and sha256; return the problems found."""
+        """Check every listed file against its size, sha256 and row groups; return the problems."""
         problems = []
         for year, part in sorted(self.partitions.items()):
             try:
                 path = self._path(part)
+                if _sha256(path) != part.sha256:
+                    problems.append(f"{str(path)!r}: content does not match the manifest's sha256")
+                    continue
+                _check_row_groups(path, part, pq.ParquetFile(path).metadata)
             except StoreError as exc:
                 problems.append(str(exc))
-                continue
-            if _sha256(path) != part.sha256:
-                problems.append(f"{str(path)!r}: content does not match the manifest's sha256")
+            except (OSError, pa.ArrowException) as exc:
+                problems.append(f"{str(path)!r} cannot be read ({type(exc).__name__}: {str(exc)[:160]})")
         return problems
 
     # -- writing -------------------------------------------------------------------------
     def writer(self) -> "StoreWriter":
         """A writer that holds the store's lock; use as a context manager."""
         return StoreWriter(self)
+
+
+_VERIFIED: dict[tuple, str] = {}  # (path, inode, size, mtime) -> sha256 already checked here
+
+
+def _data_files(root: Path) -> list[Path]:
+    """The year files under `root` (listed or not)."""
+    bars = root / "bars"
+    return sorted(p for p in bars.glob("*/*.parquet") if not p.name.startswith(TMP_PREFIX)) if bars.is_dir() else []
+
+
+def _manifest_problem(manifest) -> str | None:
+    """What is wrong with the shape of a parsed manifest, or None."""
+    if not isinstance(manifest, dict):
+        return f"it holds a {type(manifest).__name__}, not an object"
+    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+        return f"format={manifest.get('format')!r}, version={manifest.get('version')!r}"
+    parts = manifest.get("partitions", {})
+    if not isinstance(parts, dict):
+        return f"`partitions` is a {type(parts).__name__}, not an object"
+    for year, d in parts.items():
+        try:
+            part = _Partition.from_json(int(year), d)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return f"partition {year!r} is malformed ({type(exc).__name__}: {str(exc)[:80]})"
+        n = len(part.symbols)
+        if not (len(part.sym_rows) == len(part.sym_first) == len(part.sym_last) == n) or \
+                sum(rg[2] for rg in part.row_groups) != part.rows or Path(part.file).is_absolute() or \
+                ".." in Path(part.file).parts:
+            return f"partition {year!r} is inconsistent (symbols, row counts or file name)"
+    for key in ("symbol_meta", "info", "retired"):
+        if not isinstance(manifest.get(key, {} if key != "retired" else []), dict if key != "retired" else list):
+            return f"`{key}` has the wrong type"
+    return None
+
+
+def _check_row_groups(path: Path, part: _Partition, metadata) -> None:
+    rows = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    if rows != [rg[2] for rg in part.row_groups]:
+        raise StoreError(f"{str(path)!r} has row groups of {rows[:5]} rows but the manifest says "
+                         f"{[rg[2] for rg in part.row_groups][:5]}: the store is damaged.")
+
+
+def lock_store(root: Path):
+    """Create `root` if needed and take its writer lock (an open file; close it to release)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fh = open(root / ".lock", "a+")
+    except OSError as exc:
+        raise StoreError(f"the store folder {str(root)!r} is not writable ({exc.strerror}); "
+                         "check its permissions and free space, or choose another with --store") from None
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise StoreError(f"another process is writing the store at {str(root)!r}; "
+                         "wait for it to finish and try again") from None
+    return fh
+
+
+def write_manifest(root: Path, calendar: str, partitions: dict, meta: dict, info: dict, retired) -> None:
+    """Replace the manifest atomically: the commit point of every change to the store."""
+    manifest = {
+        "format": FORMAT, "version": VERSION, "calendar": calendar,
+        "partitions": {str(y): p.to_json() for y, p in sorted(partitions.items())},
+        "symbol_meta": {s: meta[s] for s in sorted(meta)},
+        "info": info,
+        "retired": sorted(retired),
+    }
+    write_text_atomic(root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
 
 
 def _sha256(path: Path) -> str:
@@ -362,6 +484,7 @@ class _PartitionBuilder:
         self._writer = pq.ParquetWriter(
             tmp_path, bars_schema(), compression="zstd", compression_level=1,
             use_dictionary=["symbol"], write_statistics=["symbol", "date"], store_schema=False,
+            write_page_checksum=True,
         )
         self.row_groups: list[tuple[str, str, int]] = []
         self.dates: list[np.ndarray] = []
@@ -438,14 +561,7 @@ class StoreWriter:
     def __init__(self, store: Store):
         self.store = store
         self.root = store.root
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._lock_fh = open(self.root / ".lock", "a+")
-        try:
-            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_fh.close()
-            raise StoreError(f"another process is writing the store at {str(self.root)!r}; "
-                             "wait for it to finish and try again") from None
+        self._lock_fh = lock_store(self.root)
         # Re-read under the lock: another writer may have committed since `store` was opened.
         try:
             base = Store.open(self.root) if Store.exists(self.root) else store
@@ -461,7 +577,11 @@ class StoreWriter:
         self._builders: dict[int, _PartitionBuilder] = {}
         self._touched = False
         self._closed = False
-        (self.root / "bars").mkdir(exist_ok=True)
+        try:
+            (self.root / "bars").mkdir(exist_ok=True)
+        except OSError as exc:
+            self._release_lock()
+            raise StoreError(f"the store folder {str(self.root)!r} is not writable ({exc.strerror})") from None
         self._clean_temp_files()
 
     def __enter__(self) -> "StoreWriter":
@@ -557,31 +677,49 @@ class StoreWriter:
 
     # -- finishing -----------------------------------------------------------------------
     def commit(self) -> Store:
-        """Make every change visible at once and remove files no longer listed."""
+        """Make every change visible at once; remove the files the base manifest had retired.
+
+        A failure to write (disk full, read-only folder) raises :class:`StoreError` naming the
+        file and leaves the store exactly as it was: the files this commit made are removed.
+        """
         if self._closed:
             raise StoreError("this writer is closed; open a new one with `store.writer()`")
-        for year, builder in sorted(self._builders.items()):
-            self.partitions[year] = builder.finish(self.root)
-        self._builders.clear()
-        manifest = {
-            "format": FORMAT, "version": VERSION, "calendar": self.calendar,
-            "partitions": {str(y): p.to_json() for y, p in sorted(self.partitions.items())},
-            "symbol_meta": {s: self.meta[s] for s in sorted(self.meta)},
-            "info": self.info,
-        }
-        write_text_atomic(self.root / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        self._collect_garbage()
+        before = {p.file for p in self._previous.values()}
+        try:
+            for year, builder in sorted(self._builders.items()):
+                self.partitions[year] = builder.finish(self.root)
+            self._builders.clear()
+            live = {p.file for p in self.partitions.values()}
+            write_manifest(self.root, self.calendar, self.partitions, self.meta, self.info, before - live)
+        except OSError as exc:
+            self._undo(before)
+            where = exc.filename or self.root
+            raise StoreError(f"could not write the store at {str(self.root)!r}: {exc.strerror or exc} "
+                             f"({where}); nothing was changed. Free some space or fix the folder's "
+                             "permissions and run the command again.") from None
+        self._collect_garbage(set(self._base.retired) - live - before)
         self._base = Store.open(self.root)
         return self._base
 
-    def _collect_garbage(self) -> None:
-        # Files of the previous manifest stay one more generation: a reader that opened it
-        # just before this commit can still read them.
-        live = {self.root / p.file for p in self.partitions.values()}
-        live |= {self.root / p.file for p in self._previous.values()}
+    def _undo(self, before: set[str]) -> None:
+        """Remove what a failed commit wrote: its temp files and the year files no manifest lists."""
+        for builder in self._builders.values():
+            builder.abort()
+        self._builders.clear()
+        for part in self.partitions.values():
+            if part.file not in before:
+                with contextlib.suppress(OSError):
+                    (self.root / part.file).unlink()
+        self.partitions = dict(self._previous)
+
+    def _collect_garbage(self, retired: set[str]) -> None:
+        # Only files the base manifest retired: the previous generation stays one more commit
+        # (a reader that opened it just before this commit can still read it), and a file no
+        # manifest ever named (a user's, or one a crash left) is never deleted.
         bars = self.root / "bars"
-        for path in bars.rglob("*.parquet"):
-            if path not in live and not path.name.startswith(TMP_PREFIX):
+        for rel in sorted(retired):
+            path = self.root / rel
+            if path.parent.parent == bars and path.suffix == ".parquet":
                 with contextlib.suppress(OSError):
                     path.unlink()
         for folder in sorted(bars.iterdir()) if bars.exists() else []:
