@@ -169,7 +169,7 @@ def _cmd_demo_data(args) -> int:
 
 
 def _cmd_ingest(args) -> int:
-    from .data.ingest import ingest
+    from .data.ingest import QuarantineError, ingest
     from .progress import reporter
 
     profile = _profile(args)
@@ -177,8 +177,12 @@ def _cmd_ingest(args) -> int:
     quarantine = args.quarantine
     if quarantine is None:
         quarantine = profile.data_dir / "quarantine" / time.strftime("%Y%m%dT%H%M%S")
-    report = ingest(args.sources, store, fmt=args.fmt, quarantine=quarantine, adjust=args.adjust,
-                    progress=reporter("ingest", unit="files"))
+    try:
+        report = ingest(args.sources, store, fmt=args.fmt, quarantine=quarantine, adjust=args.adjust,
+                        progress=reporter("ingest", unit="files"))
+    except QuarantineError as exc:  # the rest was imported: show what happened, then the error
+        print(exc.report.summary())
+        raise
     print(report.summary())
     if not report.ok:
         print("pitools: error: nothing usable was imported; see the reasons above", file=sys.stderr)

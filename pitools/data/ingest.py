@@ -15,12 +15,45 @@ Formats (``fmt``):
 * ``parquet`` — long bars with ``date, open, high, low, close[, volume][, symbol]``.
 * ``auto``   — by extension and header.
 
+CSV dialects — read exactly as the file meant, or the file is refused with a reason that
+names the column and the value (never a guess):
+
+* Encoding: UTF-8 (with or without a BOM), UTF-16 and UTF-32 (by their BOM; UTF-16 without
+  a BOM when the text is ASCII). Anything else is refused as "not UTF-8 text".
+* Separator: ``,`` ``;`` tab or ``|``, whichever the header line holds most of outside
+  quotes (or ``sep``). A separator other than ``,`` is named in the notes and reasons.
+* Decimal mark: decided for the whole file (or ``decimal``) from the numbers that can only
+  be read one way: ``10,5`` and ``1.234,50`` have a decimal comma, ``10.25`` and
+  ``1,234.50`` a decimal point; the other mark may only group thousands in threes. A
+  file holding both kinds is refused. When every marked number reads both ways
+  (``1,234``, ``10.125``), a comma-separated file has a decimal point (a decimal comma
+  there would have to be quoted), any other file is refused.
+* Dates: ``YYYY-MM-DD`` (ISO 8601, with an optional time and zone), ``YYYYMMDD`` and
+  ``YYYY/MM/DD`` are read as written. Day/month/year dates (``20/10/2026``,
+  ``20.10.2026``) are day-first when some first field is above 12, month-first when some
+  second field is, and refused when both or neither occur (or ``dayfirst`` says which).
+  Two-digit years are refused. Zoned stamps: see :mod:`pitools.data.validate` — exactly
+  midnight in its own zone is that calendar date, any other time is dated in New York.
+* Values: prices in :data:`~pitools.data.validate.PRICE_RANGE`, volumes 0 or in
+  :data:`~pitools.data.validate.VOLUME_RANGE` (in the float32 panel none becomes inf or 0);
+  other rows are rejected one by one. Values in reasons are cut to 40 characters.
+
 When two files of one ingest hold the same (symbol, date), the later file (in path order)
 wins, as a re-ingest of a newer download would.
+
+Write failures (disk full, read-only folder) never end in a traceback, and nothing is lost:
+a store batch that cannot be written raises :class:`~pitools.errors.StoreError` (exit 1)
+naming the path — the store keeps what it held; a quarantine record that cannot be written
+is removed again (no half records), the file's reason stays in its outcome, and after the
+other files are imported :class:`QuarantineError` (exit 1) says which file and why.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import errno
+import gzip
 import logging
 import os
 import re
@@ -32,20 +65,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import DataError, IngestError, did_you_mean
+from ..errors import DataError, IngestError, PitoolsError, StoreError, did_you_mean
 from .atomic import write_text_atomic
 from .store import Store
-from .validate import MISSING_TOKENS, check_bars
+from .validate import MISSING_TOKENS, check_bars, cut, number_patterns
 
-__all__ = ["ingest", "IngestReport", "FileOutcome", "FORMATS"]
+__all__ = ["ingest", "IngestReport", "FileOutcome", "QuarantineError", "FORMATS", "SEPARATORS"]
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("auto", "yahoo", "stooq", "parquet")
+SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+DECIMALS = (".", ",")
 CSV_SUFFIXES = {".csv", ".txt", ".gz"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
 _BATCH_ROWS = 1_500_000  # rows validated before one store commit: bounds memory on a Pi
+_HEAD_BYTES = 8192  # what encoding and separator are judged from
+_REASON_CHARS = 400  # a whole-file reason stays a line of a summary
 _SYMBOL_RE = re.compile(r"^[A-Z0-9^][A-Z0-9.\-_^=]{0,23}$")
+_NUMBER_COLUMNS = ("open", "high", "low", "close", "adj_close", "volume")
 
 # Header names (lower-case, without <>, spaces and underscores) → our column names.
 _ALIASES = {
@@ -54,6 +92,18 @@ _ALIASES = {
     "adjclose": "adj_close", "volume": "volume", "vol": "volume",
     "ticker": "symbol", "symbol": "symbol", "per": "period",
 }
+
+
+class QuarantineError(StoreError):
+    """Bad files or rows could not be written to the quarantine (exit 1: the work failed).
+
+    The other files were imported; ``report`` holds every outcome, the unrecorded reasons
+    included.
+    """
+
+    def __init__(self, message: str, report: "IngestReport"):
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -69,18 +119,24 @@ class FileOutcome:
     reason: str = ""  # why a whole file was quarantined
     reasons: dict[str, int] = field(default_factory=dict)  # row rejections by reason
     notes: list[str] = field(default_factory=list)
+    quarantine_error: str = ""  # why its quarantine record could not be written
+
+    def why_rows(self) -> str:
+        return "; ".join(f"{n} × {r}" for r, n in sorted(self.reasons.items(), key=lambda x: -x[1]))
 
     def line(self) -> str:
         name = Path(self.path).name
         if self.status == "quarantined":
-            return f"  quarantined  {name}: {self.reason}"
-        syms = ",".join(self.symbols[:3]) + ("…" if len(self.symbols) > 3 else "")
-        text = f"  {self.status:<12} {name} [{syms}]: {self.rows_imported} rows"
-        if self.rows_rejected:
-            why = "; ".join(f"{n} × {r}" for r, n in sorted(self.reasons.items(), key=lambda x: -x[1]))
-            text += f", {self.rows_rejected} rejected ({why})"
-        if self.notes:
-            text += " — " + "; ".join(self.notes)
+            text = f"  quarantined  {name}: {self.reason}"
+        else:
+            syms = ",".join(self.symbols[:3]) + ("…" if len(self.symbols) > 3 else "")
+            text = f"  {self.status:<12} {name} [{syms}]: {self.rows_imported} rows"
+            if self.rows_rejected:
+                text += f", {self.rows_rejected} rejected ({self.why_rows()})"
+            if self.notes:
+                text += " — " + "; ".join(self.notes)
+        if self.quarantine_error:
+            text += f" — NOT RECORDED: {self.quarantine_error}"
         return text
 
 
@@ -103,6 +159,11 @@ class IngestReport:
         """True when something usable was imported."""
         return self.imported_rows > 0
 
+    @property
+    def unrecorded(self) -> list[FileOutcome]:
+        """Files whose quarantine record could not be written."""
+        return [f for f in self.files if f.quarantine_error]
+
     def summary(self) -> str:
         n = len(self.files)
         bad = sum(f.status == "quarantined" for f in self.files)
@@ -116,11 +177,40 @@ class IngestReport:
                          + ", ".join(Path(p).name for p in self.ignored[:5]) + ("…" if len(self.ignored) > 5 else ""))
         if self.quarantine_dir is not None:
             lines.append(f"quarantine: {self.quarantine_dir}")
+        if self.unrecorded:
+            lines.append(f"{len(self.unrecorded)} file(s) could not be recorded in the quarantine: see NOT RECORDED above")
         return "\n".join(lines)
 
 
 class _FileRejected(Exception):
     """A whole file cannot be used; the message says why."""
+
+
+@dataclass
+class _Dialect:
+    """How one CSV file is written (see the module docstring)."""
+
+    encoding: str = "utf-8"
+    sep: str | None = ","  # None: a parquet file
+    decimal: str = "."
+    date_format: str | None = None  # None: ISO 8601
+    date_note: str = ""
+
+    @property
+    def sep_name(self) -> str:
+        return f"{SEPARATORS[self.sep]}-separated ({self.sep!r})" if self.sep else "parquet"
+
+    def notes(self) -> list[str]:
+        out = []
+        if self.encoding.startswith(("utf-16", "utf-32")):
+            out.append(f"decoded as {self.encoding.upper()}")
+        if self.sep not in (",", None):
+            out.append(f"read as {self.sep_name}")
+        if self.decimal == ",":
+            out.append("decimal comma")
+        if self.date_note:
+            out.append(self.date_note)
+        return out
 
 
 def _expand(sources: Iterable[str | os.PathLike], skip: Path) -> tuple[list[Path], list[str]]:
@@ -159,6 +249,19 @@ def _is_missing(value) -> bool:
     return isinstance(value, str) and value.strip().lower() in MISSING_TOKENS
 
 
+def _all_missing(frame: pd.DataFrame, columns: list[str]) -> bool:
+    """True when every cell of `columns` is empty or a missing token (vectorised: a bulk
+    file has millions of cells; the first column with a value ends the check)."""
+    for c in columns:
+        col = frame[c]
+        missing = col.isna()
+        if not pd.api.types.is_numeric_dtype(col):
+            missing |= col.astype("string").str.strip().str.lower().isin(MISSING_TOKENS).fillna(True)
+        if not bool(missing.all()):
+            return False
+    return True
+
+
 def _normalise_symbol(text: str) -> str:
     sym = str(text).strip().upper()
     if sym.endswith(".US"):  # Stooq's market suffix
@@ -175,74 +278,265 @@ def _canonical(columns) -> dict[str, str]:
     return mapping
 
 
-def _read(path: Path, fmt: str) -> tuple[pd.DataFrame, str | None, str]:
-    """Read one file as raw (mostly text) columns; returns frame, date format, detected format."""
+def _cut_text(text: str, limit: int = _REASON_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+# -- the file's dialect: encoding, separator ---------------------------------------------------
+def _head(path: Path) -> bytes:
+    try:
+        opener = gzip.open if path.suffix.lower() == ".gz" else open
+        with opener(path, "rb") as fh:
+            return fh.read(_HEAD_BYTES)
+    except (OSError, EOFError) as exc:
+        raise _FileRejected(f"unreadable ({type(exc).__name__}: {_cut_text(str(exc), 120)})") from None
+
+
+def _is_ascii_text(data: bytes) -> bool:
+    return bool(data) and all(b in (9, 10, 13) or 32 <= b < 127 for b in data)
+
+
+def _encoding_of(head: bytes) -> str:
+    """The codec of a file from its first bytes: a BOM says it; ASCII with every other byte
+    NUL is UTF-16 without one; anything else is read as UTF-8 (and refused if it is not)."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # before UTF-16: FF FE 00 00
+        return "utf-32"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    if b"\0" in head and len(head) >= 4:
+        even, odd = head[: len(head) // 2 * 2][0::2], head[: len(head) // 2 * 2][1::2]
+        if not odd.strip(b"\0") and _is_ascii_text(even):
+            return "utf-16-le"
+        if not even.strip(b"\0") and _is_ascii_text(odd):
+            return "utf-16-be"
+    return "utf-8"
+
+
+def _count_outside_quotes(line: str, sep: str) -> int:
+    return sum(part.count(sep) for part in line.split('"')[0::2])
+
+
+def _separator_of(line: str) -> str:
+    """The candidate the header line holds most of (outside quotes); ',' on a tie or none."""
+    counts = {s: _count_outside_quotes(line, s) for s in SEPARATORS}
+    best = max(counts, key=counts.get)  # dict order: ',' wins a tie
+    return best if counts[best] else ","
+
+
+def _not_text(encoding: str) -> str:
+    name = "UTF-16" if "16" in encoding else "UTF-32" if "32" in encoding else "UTF-8"
+    return f"unreadable: not {name} text (binary data, or another encoding: save it as UTF-8)"
+
+
+def _sniff(path: Path, sep: str | None) -> _Dialect:
+    head = _head(path)
+    encoding = _encoding_of(head)
+    try:  # an incremental decoder: a character cut at the end of the head is no error
+        text = codecs.getincrementaldecoder(encoding)().decode(head, final=False)
+    except UnicodeDecodeError:
+        raise _FileRejected(_not_text(encoding)) from None
+    if "\0" in text:
+        raise _FileRejected("unreadable: binary data, not a text CSV file")
+    line = next((ln for ln in text.lstrip("\ufeff").splitlines() if ln.strip()), "")
+    return _Dialect(encoding=encoding, sep=sep or _separator_of(line))
+
+
+# -- the file's dialect: decimal mark ----------------------------------------------------------
+def _reads_as(text: pd.Series, mark: str) -> pd.Series:
+    plain, grouped = number_patterns(mark)
+    return text.str.fullmatch(f"(?:{plain})|(?:{grouped})", na=False)
+
+
+def _only_one_way(text: pd.Series, mark: str) -> str | None:
+    """A value of `text` readable with decimal `mark` and not with the other, if any.
+
+    The first rows usually tell (every price of a US file has a '.'), so they are tried
+    before the whole column."""
+    other = "," if mark == "." else "."
+    rows = text[text.str.contains(mark, regex=False, na=False)]
+    for part in (rows.head(2000), rows.iloc[2000:]):
+        hit = part[_reads_as(part, mark) & ~_reads_as(part, other)]
+        if len(hit):
+            return str(hit.iloc[0])
+    return None
+
+
+def _text_number_columns(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    return {c: frame[c].astype("string").str.strip() for c in _NUMBER_COLUMNS
+            if c in frame.columns and not pd.api.types.is_numeric_dtype(frame[c])}
+
+
+def _decimal_mark(frame: pd.DataFrame, dialect: _Dialect) -> str:
+    """The file's decimal mark, decided from all its numbers (see the module docstring)."""
+    columns = _text_number_columns(frame)
+    seen: dict[str, tuple[str, str]] = {}
+    for mark in DECIMALS:
+        for name, text in columns.items():
+            value = _only_one_way(text, mark)
+            if value is not None:
+                seen[mark] = (name, value)
+                break
+    if len(seen) == 2:
+        (cp, vp), (cc, vc) = seen["."], seen[","]
+        raise _FileRejected(
+            f"numbers mix decimal marks: column `{cc}` value {cut(vc)} uses a decimal comma but column "
+            f"`{cp}` value {cut(vp)} a decimal point (file read as {dialect.sep_name}); write every number "
+            "with '.' as the decimal mark and no thousands separators, or give `decimal`")
+    if seen:
+        return next(iter(seen))
+    if dialect.sep in (",", None):  # a decimal comma would have to be quoted here: "1,234" is grouped
+        return "."
+    for name, text in columns.items():
+        marked = text[text.str.contains(r"[.,]", regex=True, na=False)]
+        both = marked[_reads_as(marked, ".") & _reads_as(marked, ",")]
+        if len(both):
+            value = str(both.iloc[0])
+            mark = "," if "," in value else "."
+            raise _FileRejected(
+                f"column `{name}` value {cut(value)} is ambiguous: {mark!r} may be the decimal mark or a "
+                f"thousands separator, and no number in this {dialect.sep_name} file tells which; write "
+                "numbers with '.' as the decimal mark and no thousands separators, or give `decimal`")
+    return "."
+
+
+# -- the file's dialect: dates -------------------------------------------------------------------
+_DATE_SHAPES = {  # shape → full-match regex (a date column has one dominant shape)
+    "iso": r"\d{4}-\d{2}-\d{2}(?:[T ].*)?",
+    "compact": r"\d{8}",
+    "ymd": r"\d{4}([/.])\d{1,2}\1\d{1,2}",
+    "dmy": r"\d{1,2}([/.\-])\d{1,2}\1\d{4}",
+    "short-year": r"\d{1,2}([/.\-])\d{1,2}\1\d{2}",
+    "dmy-time": r"\d{1,2}([/.\-])\d{1,2}\1\d{2,4}[T ].+",
+}
+_REFORMAT = "reformat the dates as YYYY-MM-DD"
+
+
+def _date_shapes(values: pd.Series) -> pd.Series:
+    shape = pd.Series("other", index=values.index, dtype=object)
+    for name, pattern in reversed(_DATE_SHAPES.items()):
+        shape[values.str.fullmatch(pattern, na=False)] = name
+    return shape
+
+
+def _date_format(col: pd.Series, dayfirst: bool | None) -> tuple[str | None, str]:
+    """strptime format of a text date column (None: ISO 8601) and a note; or refuse the file."""
+    if pd.api.types.is_datetime64_any_dtype(col):
+        return None, ""
+    values = pd.Series(col.dropna().astype(str).str.strip().unique())
+    values = values[~values.str.lower().isin(MISSING_TOKENS)].reset_index(drop=True)
+    if values.empty:
+        return None, ""
+    shapes = _date_shapes(values)
+    dominant = shapes.value_counts().idxmax()
+    numeric_dm = values[shapes.isin(["dmy", "short-year", "dmy-time"])]
+    if dominant == "short-year" or (dominant == "other" and len(numeric_dm)):
+        example = numeric_dm.iloc[0]
+        raise _FileRejected(f"column `date` value {cut(example)} has a day and month whose order or century "
+                            f"cannot be known without guessing; {_REFORMAT}")
+    if dominant == "dmy-time":
+        raise _FileRejected(f"column `date` value {cut(numeric_dm.iloc[0])} is a day/month date with a time "
+                            f"(not supported); {_REFORMAT}")
+    if dominant == "compact":
+        return "%Y%m%d", ""
+    if dominant == "ymd":
+        s = re.match(_DATE_SHAPES["ymd"], values[shapes == "ymd"].iloc[0]).group(1)
+        return f"%Y{s}%m{s}%d", ""
+    if dominant != "dmy":
+        return None, ""
+    dmy = values[shapes == "dmy"]
+    s = re.match(_DATE_SHAPES["dmy"], dmy.iloc[0]).group(1)
+    return _day_month_order(dmy, s, dayfirst)
+
+
+def _day_month_order(dmy: pd.Series, s: str, dayfirst: bool | None) -> tuple[str, str]:
+    """Day-first or month-first, from the whole column: a field above 12 is the day."""
+    parts = dmy.str.extract(r"^(\d{1,2})\D(\d{1,2})\D").astype(int)
+    day_first = dmy[parts[0] > 12]
+    month_first = dmy[parts[1] > 12]
+    if dayfirst is None:
+        if len(day_first) and len(month_first):
+            raise _FileRejected(f"column `date` mixes day-first {cut(day_first.iloc[0])} and month-first "
+                                f"{cut(month_first.iloc[0])} dates; {_REFORMAT}")
+        if not len(day_first) and not len(month_first):
+            raise _FileRejected(f"column `date` value {cut(dmy.iloc[0])} can be read day-first or month-first, "
+                                "and no date in the file has a day above 12 to tell which; "
+                                f"{_REFORMAT}, or give `dayfirst`")
+        dayfirst = bool(len(day_first))
+    if dayfirst:
+        return f"%d{s}%m{s}%Y", f"dates read day-first (DD{s}MM{s}YYYY)"
+    return f"%m{s}%d{s}%Y", f"dates read month-first (MM{s}DD{s}YYYY)"
+
+
+# -- reading ---------------------------------------------------------------------------------
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+        if isinstance(frame.index, pd.DatetimeIndex) or str(frame.index.name).lower() in ("date", "datetime"):
+            frame = frame.reset_index()  # df.to_parquet() of a date-indexed frame
+    except Exception as exc:  # pyarrow raises many types for a damaged file
+        raise _FileRejected(f"unreadable parquet file ({type(exc).__name__}: {_cut_text(str(exc), 120)})") from None
+    return frame
+
+
+def _read_csv(path: Path, dialect: _Dialect) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, sep=dialect.sep,
+                           compression="infer", encoding=dialect.encoding, encoding_errors="strict")
+    except UnicodeDecodeError:
+        raise _FileRejected(_not_text(dialect.encoding)) from None
+    except pd.errors.EmptyDataError:
+        raise _FileRejected("empty file") from None
+    except (pd.errors.ParserError, OSError, EOFError, ValueError) as exc:
+        raise _FileRejected(f"unreadable CSV, read as {dialect.sep_name} ({type(exc).__name__}: "
+                            f"{_cut_text(str(exc), 120)})") from None
+
+
+def _read(path: Path, fmt: str, sep: str | None) -> tuple[pd.DataFrame, _Dialect | None, str]:
+    """Read one file as raw (mostly text) columns; returns frame, CSV dialect, detected format."""
     suffix = path.suffix.lower()
-    is_parquet = fmt == "parquet" or (fmt == "auto" and suffix in PARQUET_SUFFIXES)
-    if is_parquet:
-        try:
-            frame = pd.read_parquet(path)
-            if isinstance(frame.index, pd.DatetimeIndex) or str(frame.index.name).lower() in ("date", "datetime"):
-                frame = frame.reset_index()  # df.to_parquet() of a date-indexed frame
-        except Exception as exc:  # pyarrow raises many types for a damaged file
-            raise _FileRejected(f"unreadable parquet file ({type(exc).__name__}: {str(exc)[:120]})") from None
-        detected = "parquet"
+    if fmt == "parquet" or (fmt == "auto" and suffix in PARQUET_SUFFIXES):
+        frame, dialect, detected = _read_parquet(path), None, "parquet"
     else:
-        _reject_binary(path)
-        try:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
-                                compression="infer", encoding_errors="strict")
-        except UnicodeDecodeError:
-            raise _FileRejected("unreadable: not a text CSV file (binary or wrong encoding)") from None
-        except pd.errors.EmptyDataError:
-            raise _FileRejected("empty file") from None
-        except (pd.errors.ParserError, OSError, EOFError, ValueError) as exc:
-            raise _FileRejected(f"unreadable CSV ({type(exc).__name__}: {str(exc)[:120]})") from None
+        dialect = _sniff(path, sep)
+        frame = _read_csv(path, dialect)
         headers = [re.sub(r"\s", "", str(c)).lower() for c in frame.columns]
         detected = "stooq" if any(h.startswith("<") for h in headers) else (
             "yahoo" if "adjclose" in headers else "csv")
         if fmt == "stooq":
             detected = "stooq"
     mapping = _canonical(frame.columns)
+    found = list(map(str, frame.columns))
     frame = frame.rename(columns=mapping)[list(mapping.values())]
-    date_format = "%Y%m%d" if detected == "stooq" and _looks_compact(frame) else None
-    return frame, date_format, detected
+    frame.attrs["found"] = found
+    return frame, dialect, detected
 
 
-def _reject_binary(path: Path) -> None:
-    """A CSV reader happily turns binary junk into one odd column; say what it is instead."""
-    import gzip
-
-    try:
-        opener = gzip.open if path.suffix.lower() == ".gz" else open
-        with opener(path, "rb") as fh:
-            head = fh.read(8192)
-    except (OSError, EOFError) as exc:
-        raise _FileRejected(f"unreadable ({type(exc).__name__}: {str(exc)[:120]})") from None
-    if b"\0" in head:
-        raise _FileRejected("unreadable: binary data, not a text CSV file")
+def _missing_columns(missing: list[str], found: list[str], dialect: _Dialect | None) -> str:
+    shown = ", ".join(c if len(c) <= 30 else c[:30] + "…" for c in found[:12]) + ("…" if len(found) > 12 else "")
+    text = f"missing column(s) {', '.join(missing)} (found: {shown or 'none'}"
+    if dialect is not None:
+        text += f"; read as {dialect.sep_name}"
+        if len(found) == 1:
+            text += ": is the separator one of , ; tab |? give `sep`"
+    return text + "; need Date, Open, High, Low, Close[, Volume])"
 
 
-def _looks_compact(frame: pd.DataFrame) -> bool:
-    if "date" not in frame.columns or frame.empty:
-        return False
-    sample = frame["date"].astype(str).str.strip().head(20)
-    return bool(sample.str.fullmatch(r"\d{8}").all())
-
-
-def _prepare(path: Path, fmt: str) -> tuple[pd.DataFrame, str | None, list[str]]:
-    frame, date_format, detected = _read(path, fmt)
+def _prepare(path: Path, fmt: str, sep: str | None = None, decimal: str | None = None,
+             dayfirst: bool | None = None) -> tuple[pd.DataFrame, str | None, str, list[str]]:
+    """The raw frame of one file, its date format and decimal mark, and notes; or refuse it."""
+    frame, dialect, detected = _read(path, fmt, sep)
     required = ["date", "open", "high", "low", "close"]
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise _FileRejected(f"missing column(s) {', '.join(missing)} (found: {', '.join(map(str, frame.columns)) or 'none'}; "
-                            f"need Date, Open, High, Low, Close[, Volume])")
+        raise _FileRejected(_missing_columns(missing, frame.attrs.get("found", []), dialect))
     if frame.empty:
         raise _FileRejected("no rows (header only)")
     if "period" in frame.columns:
         periods = sorted(set(frame["period"].astype(str).str.strip().str.upper()) - {"D"})
         if periods:
-            raise _FileRejected(f"not daily bars: <PER> = {periods[0]!r} (download the daily 'D' files)")
+            raise _FileRejected(f"not daily bars: <PER> = {cut(periods[0])} (download the daily 'D' files)")
     if "symbol" in frame.columns:
         # A row without a symbol is rejected row by row in check_bars ("missing symbol").
         frame["symbol"] = frame["symbol"].map(lambda v: "" if _is_missing(v) else _normalise_symbol(v))
@@ -250,17 +544,31 @@ def _prepare(path: Path, fmt: str) -> tuple[pd.DataFrame, str | None, list[str]]
         frame["symbol"] = _symbol_from_name(path)
     bad_syms = sorted({s for s in frame["symbol"].unique() if s and not _SYMBOL_RE.match(s)})
     if bad_syms:
-        raise _FileRejected(f"cannot use symbol(s) {bad_syms[:3]!r} (from the file name or ticker column): "
-                            "use letters, digits, '.', '-', '^' (e.g. AAPL.csv, ^GSPC.csv)")
-    blank = frame[["open", "high", "low", "close"]].map(_is_missing)
-    if bool(blank.to_numpy().all()):
+        raise _FileRejected(f"cannot use symbol(s) {', '.join(cut(s) for s in bad_syms[:3])} (from the file name "
+                            "or ticker column): use letters, digits, '.', '-', '^' (e.g. AAPL.csv, ^GSPC.csv)")
+    if _all_missing(frame, ["open", "high", "low", "close"]):
         raise _FileRejected("all prices are missing (all-NaN file)")
-    return frame, date_format, [f"read as {detected}"] if fmt == "auto" else []
+    dialect = dialect or _Dialect(sep=None)
+    dialect.decimal = decimal or _decimal_mark(frame, dialect)
+    dialect.date_format, dialect.date_note = _date_format(frame["date"], dayfirst)
+    notes = ([f"read as {detected}"] if fmt == "auto" else []) + dialect.notes()
+    return frame, dialect.date_format, dialect.decimal, notes
+
+
+def _check_dialect_args(sep, decimal, dayfirst) -> None:
+    if sep is not None and sep not in SEPARATORS:
+        raise DataError(f"`sep` = {cut(sep)} is not a supported separator. Allowed: "
+                        + ", ".join(repr(s) for s in SEPARATORS) + ", or None to detect it")
+    if decimal is not None and decimal not in DECIMALS:
+        raise DataError(f"`decimal` = {cut(decimal)} is not a decimal mark. Allowed: '.', ',', or None to detect it")
+    if dayfirst is not None and not isinstance(dayfirst, bool):
+        raise DataError(f"`dayfirst` = {dayfirst!r} must be True, False, or None to decide from the dates")
 
 
 def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str | os.PathLike,
            fmt: str = "auto", quarantine: str | os.PathLike | None = None, adjust: bool = True,
-           progress: Callable[[int, int], None] | None = None) -> IngestReport:
+           progress: Callable[[int, int], None] | None = None, sep: str | None = None,
+           decimal: str | None = None, dayfirst: bool | None = None) -> IngestReport:
     """Import bar files or folders into the store at `store`.
 
     Parameters
@@ -274,11 +582,24 @@ def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str 
         Where bad files and rows go; default ``<store>/../quarantine/<timestamp>``.
     adjust : bool
         Apply Yahoo's ``Adj Close`` to open/high/low/close (see :func:`check_bars`).
+    sep, decimal, dayfirst : optional
+        The CSV dialect, when detecting it (see the module docstring) is not wanted:
+        separator ``,`` ``;`` ``\\t`` ``|``; decimal mark ``.`` or ``,``; whether
+        day/month/year dates are day-first.
 
     Returns
     -------
     IngestReport
         Print ``report.summary()``; ``report.ok`` is False when nothing was imported.
+
+    Raises
+    ------
+    StoreError
+        The store could not be written (e.g. no space left on device): the store keeps
+        what it held before the failed batch.
+    QuarantineError
+        A bad file's or rows' record could not be written to the quarantine; raised after
+        the other files were imported; ``.report`` holds the outcomes.
 
     Example
     -------
@@ -288,6 +609,7 @@ def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str 
     if fmt not in FORMATS:
         raise DataError(f"`format` = {fmt!r} is not supported.{did_you_mean(fmt, FORMATS)} "
                         f"Allowed: {', '.join(FORMATS)}")
+    _check_dialect_args(sep, decimal, dayfirst)
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     store_root = Path(store)
@@ -300,29 +622,40 @@ def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str 
     calendar = Store.open(store_root).calendar if Store.exists(store_root) else "XNYS"
     outcomes: list[FileOutcome] = []
     pending: list[pd.DataFrame] = []
-    pending_rows = 0
-    totals = {"new": 0, "replaced": 0}
+    pending_files: list[FileOutcome] = []
+    totals = {"new": 0, "replaced": 0, "batches": 0}
     used_quarantine = False
 
     def flush() -> None:
-        nonlocal pending, pending_rows
+        nonlocal pending, pending_files
         if not pending:
             return
         batch = pd.concat(pending, ignore_index=True)
-        with Store.create(store_root).writer() as w:
-            counts = w.upsert(batch)
-            w.info.setdefault("source", "ingest")
-            w.commit()
+        try:
+            with Store.create(store_root).writer() as w:
+                counts = w.upsert(batch)
+                w.info.setdefault("source", "ingest")
+                w.commit()
+        except StoreError as exc:  # the store's own message (a lock, a write it caught itself)
+            if not any(o.quarantine_error for o in outcomes):
+                raise
+            raise type(exc)(f"{exc}{_unrecorded_note(outcomes)}") from exc
+        except PitoolsError:
+            raise
+        except OSError as exc:
+            raise StoreError(_store_failed(store_root, exc, pending_files, totals["batches"])
+                             + _unrecorded_note(outcomes)) from exc
         totals["new"] += counts["new"]
         totals["replaced"] += counts["replaced"]
-        pending, pending_rows = [], 0
+        totals["batches"] += 1
+        pending, pending_files = [], []
 
     for k, path in enumerate(files):
         outcome = FileOutcome(str(path), "imported")
         try:
-            raw, date_format, notes = _prepare(path, fmt)
+            raw, date_format, mark, notes = _prepare(path, fmt, sep, decimal, dayfirst)
             outcome.rows_read = len(raw)
-            result = check_bars(raw, calendar=calendar, date_format=date_format, adjust=adjust)
+            result = check_bars(raw, calendar=calendar, date_format=date_format, adjust=adjust, decimal=mark)
             outcome.notes = notes + result.notes
             outcome.rows_imported = len(result.good)
             outcome.rows_rejected = len(result.rejected)
@@ -333,24 +666,91 @@ def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str 
                 raise _FileRejected(f"no usable rows ({outcome.rows_rejected} rejected, mostly: {top})")
             if outcome.rows_rejected:
                 outcome.status = "partial"
-                used_quarantine = True
-                _quarantine_rows(qdir, path, result.rejected)
+                used_quarantine |= _record(outcome, qdir, lambda out: _quarantine_rows(qdir, path, result.rejected, out))
             pending.append(result.good)
-            pending_rows += len(result.good)
+            pending_files.append(outcome)
         except (_FileRejected, Exception) as exc:  # a file we could not foresee is quarantined too
             reason = str(exc) if isinstance(exc, _FileRejected) else f"unexpected {type(exc).__name__}: {exc}"
-            outcome.status, outcome.reason = "quarantined", reason[:400]
+            outcome.status, outcome.reason = "quarantined", _cut_text(reason)
             outcome.rows_imported = 0
-            used_quarantine = True
-            _quarantine_file(qdir, path, outcome.reason)
+            used_quarantine |= _record(outcome, qdir, lambda out: _quarantine_file(qdir, path, outcome.reason, out))
         outcomes.append(outcome)
         log.debug("%s", outcome.line().strip())
-        if pending_rows >= _BATCH_ROWS:
+        if sum(len(p) for p in pending) >= _BATCH_ROWS:
             flush()
         if progress is not None:
             progress(k + 1, len(files))
     flush()
-    return IngestReport(outcomes, totals["new"], totals["replaced"], qdir if used_quarantine else None, ignored)
+    report = IngestReport(outcomes, totals["new"], totals["replaced"], qdir if used_quarantine else None, ignored)
+    if report.unrecorded:
+        raise QuarantineError(_quarantine_failed(report), report)
+    return report
+
+
+# -- write failures ----------------------------------------------------------------------------
+def _os_problem(exc: OSError, path: Path | None = None) -> str:
+    """'PATH: no space left on device': what the system said, and where (`path`, else the
+    file the error names, if any)."""
+    text = str(exc)
+    if exc.errno == errno.ENOSPC or "no space left on device" in text.lower():
+        what = "no space left on device"
+    elif exc.strerror:
+        what = exc.strerror[:1].lower() + exc.strerror[1:]
+    else:
+        what = _cut_text(text, 160)
+    where = path or exc.filename
+    return f"{where}: {what}" if where else what
+
+
+def _store_failed(root: Path, exc: OSError, batch: list[FileOutcome], committed: int) -> str:
+    names = ", ".join(Path(o.path).name for o in batch[:3]) + ("…" if len(batch) > 3 else "")
+    before = "before" if not committed else f"after the {committed} earlier batch(es) of this ingest"
+    return (f"cannot write the store `{root}`: {_os_problem(exc)}; the rows of {len(batch)} file(s) ({names}) "
+            f"were not stored and the store holds what it held {before}; the source files are untouched: "
+            "free space (or fix the folder) and run the ingest again")
+
+
+def _why(outcome: FileOutcome) -> str:
+    if outcome.status == "quarantined":
+        return outcome.reason
+    return f"{outcome.rows_rejected} row(s) rejected: {outcome.why_rows()}"
+
+
+def _unrecorded_note(outcomes: list[FileOutcome]) -> str:
+    """A store failure's message also says which reasons the quarantine could not keep."""
+    unrecorded = [o for o in outcomes if o.quarantine_error]
+    if not unrecorded:
+        return ""
+    first = unrecorded[0]
+    return (f"; the quarantine could not be written either for {len(unrecorded)} file(s) "
+            f"({Path(first.path).name}: {_cut_text(_why(first), 120)})")
+
+
+def _quarantine_failed(report: IngestReport) -> str:
+    first, n = report.unrecorded[0], len(report.unrecorded)
+    text = f"{Path(first.path).name} {first.quarantine_error} (its reason: {_cut_text(_why(first), 200)})"
+    if n > 1:
+        text += f"; {n - 1} more file(s) likewise"
+    return (text + f"; {report.imported_rows} rows were imported, the source files are untouched: "
+            "free space (or fix the folder) and run the ingest again")
+
+
+def _record(outcome: FileOutcome, qdir: Path, write: Callable[[list[Path]], None]) -> bool:
+    """Run one quarantine `write`; True when it wrote its record. A failed write removes
+    what it had written (the quarantine holds no half records) and is kept in `outcome`."""
+    written: list[Path] = []
+    try:
+        write(written)
+        return True
+    except OSError as exc:
+        for p in reversed(written):
+            with contextlib.suppress(OSError):
+                p.unlink(missing_ok=True)
+        # The target, not the source that copy2's error may name: the source is fine.
+        where = written[-1] if written else qdir
+        outcome.quarantine_error = f"could not be recorded in the quarantine: {_os_problem(exc, where)}"
+        log.debug("%s %s", outcome.path, outcome.quarantine_error)
+        return False
 
 
 def free_name(path: Path) -> Path:
@@ -368,18 +768,20 @@ def _quarantine_name(qdir: Path, path: Path) -> Path:
     return free_name(qdir / path.name)
 
 
-def _quarantine_file(qdir: Path, path: Path, reason: str) -> None:
+def _quarantine_file(qdir: Path, path: Path, reason: str, written: list[Path]) -> None:
     target = _quarantine_name(qdir, path)
+    written.append(target)  # listed before it exists: a half copy is removed too
     shutil.copy2(path, target)  # a copy: the source stays where the user put it
-    write_text_atomic(target.with_name(target.name + ".reason.txt"),
-                      f"source: {path.resolve()}\nreason: {reason}\n")
+    written.append(target.with_name(target.name + ".reason.txt"))
+    write_text_atomic(written[-1], f"source: {path.resolve()}\nreason: {reason}\n")
 
 
-def _quarantine_rows(qdir: Path, path: Path, rejected: pd.DataFrame) -> None:
+def _quarantine_rows(qdir: Path, path: Path, rejected: pd.DataFrame, written: list[Path]) -> None:
     target = _quarantine_name(qdir, path)
     rows = target.with_name(target.name + ".rejected.csv")
+    written.append(rows)
     write_text_atomic(rows, rejected.to_csv(index=False))
     counts = rejected["reason"].value_counts()
-    write_text_atomic(target.with_name(target.name + ".reason.txt"),
-                      f"source: {path.resolve()}\nrejected rows: {len(rejected)} (in {rows.name})\n"
+    written.append(target.with_name(target.name + ".reason.txt"))
+    write_text_atomic(written[-1], f"source: {path.resolve()}\nrejected rows: {len(rejected)} (in {rows.name})\n"
                       + "".join(f"  {n} × {r}\n" for r, n in counts.items()))
