@@ -32,10 +32,12 @@ import pandas as pd
 
 from .errors import PitoolsError
 
-__all__ = ["open_trades_db", "migrate", "schema_version", "TradesDB", "DatabaseError", "LATEST_VERSION",
-           "MIGRATIONS"]
+__all__ = ["open_trades_db", "migrate", "schema_version", "TradesDB", "DatabaseError", "DatabaseUnavailable",
+           "DatabaseLocked", "LATEST_VERSION", "MIGRATIONS"]
 
-BUSY_TIMEOUT_S = 30.0  # a reader waits this long for the nightly writer's commit, not forever
+# A reader waits this long for another writer's commit, not forever. Read at every connect,
+# so a test (or a caller in a hurry) may lower it: `pitools.db.BUSY_TIMEOUT_S = 1.0`.
+BUSY_TIMEOUT_S = 30.0
 _HEADER = b"SQLite format 3\x00"
 SIDES = ("long", "short", "flat")
 
@@ -44,6 +46,46 @@ class DatabaseError(PitoolsError):
     """trades.db cannot be used as it is (not SQLite, corrupt, a newer schema, a failed migration)."""
 
     exit_code = 2
+
+
+class DatabaseUnavailable(DatabaseError):
+    """trades.db is sound but cannot be written now (its disk is full, another process holds
+    it): the work failed, the database is as it was."""
+
+    exit_code = 1
+
+
+class DatabaseLocked(DatabaseUnavailable):
+    """Another process held trades.db's lock for longer than the busy timeout."""
+
+
+def _sqlite_error(path: Path, exc: sqlite3.Error) -> DatabaseError | None:
+    """The pitools error for an SQLite error that is about the database's situation, not
+    its content (locked, disk full, read-only); None for any other."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return DatabaseLocked(f"trades.db at {str(path)!r} is locked by another process ({exc}; waited "
+                              f"{BUSY_TIMEOUT_S:g} s); try again when it finishes")
+    if name.startswith("SQLITE_FULL"):
+        return DatabaseUnavailable(f"trades.db at {str(path)!r} cannot be written: the disk is full ({exc}); "
+                                   "free space there and run again")
+    if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")):
+        return DatabaseError(f"trades.db at {str(path)!r} cannot be written ({exc}); make it and its folder "
+                             "writable, or choose another data folder with --set data_dir=PATH")
+    return None
+
+
+@contextlib.contextmanager
+def _situation(path: Path):
+    """Turn SQLite's 'database is locked' / 'disk is full' / 'readonly' into one-line pitools
+    errors naming the file; other errors pass unchanged."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        err = _sqlite_error(path, exc)
+        if err is None:
+            raise
+        raise err from None
 
 
 # ---------------------------------------------------------------- migrations
@@ -140,12 +182,15 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _verified(path: Path) -> sqlite3.Connection:
     """A connection to `path` after the file proved to be a healthy SQLite database."""
     _check_file(path)
-    conn = _connect(path)
+    with _situation(path):
+        conn = _connect(path)
     try:
         result = conn.execute("PRAGMA quick_check").fetchone()[0]
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise DatabaseError(f"{str(path)!r} cannot be read as SQLite ({exc}); it was left untouched") from None
+        # a lock held by another writer (a rollback-journal database) is not damage
+        raise _sqlite_error(path, exc) or DatabaseError(
+            f"{str(path)!r} cannot be read as SQLite ({exc}); it was left untouched") from None
     if result != "ok":
         conn.close()
         raise DatabaseError(f"{str(path)!r} is corrupt (quick_check: {result}); it was left untouched. "
@@ -209,8 +254,9 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int, Path | Non
     for version, what, step in MIGRATIONS:
         if version <= before:
             continue
+        with _situation(path):
+            conn.execute("BEGIN IMMEDIATE")  # waits for another writer; a timeout is DatabaseLocked
         try:
-            conn.execute("BEGIN IMMEDIATE")
             step(conn)
             conn.execute(f"PRAGMA user_version = {version}")
             conn.execute("COMMIT")
@@ -219,7 +265,8 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> tuple[int, int, Path | Non
             raise DatabaseError(f"migration to schema version {version} ({what}) of {str(path)!r} failed and "
                                 f"was rolled back: {type(exc).__name__}: {exc}"
                                 + (f"; a copy from before is in {backup}" if backup else "")) from exc
-    conn.execute("PRAGMA journal_mode = WAL")  # persistent: readers never block the writer
+    with _situation(path):
+        conn.execute("PRAGMA journal_mode = WAL")  # persistent: readers never block the writer
     return before, LATEST_VERSION, backup
 
 
@@ -250,24 +297,27 @@ class TradesDB:
 
     def query(self, sql: str, params: Iterable = ()) -> pd.DataFrame:
         """A read-only query as a DataFrame."""
-        cur = self.conn.execute(sql, tuple(params))
+        with _situation(self.path):
+            cur = self.conn.execute(sql, tuple(params))
         return pd.DataFrame(cur.fetchall(), columns=[d[0] for d in cur.description])
 
     # -- runs
     def start_run(self, night: str, profile: str | None = None, started_at: str | None = None) -> int:
         started_at = started_at or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        cur = self.conn.execute("INSERT INTO runs (night, started_at, status, profile) VALUES (?, ?, 'running', ?)",
-                                (night, started_at, profile))
+        with _situation(self.path):
+            cur = self.conn.execute("INSERT INTO runs (night, started_at, status, profile) VALUES (?, ?, 'running', ?)",
+                                    (night, started_at, profile))
         return int(cur.lastrowid)
 
     def finish_run(self, run_id: int, status: str, duration_s: float | None = None,
                    peak_pss_bytes: int | None = None, details: Mapping | None = None) -> None:
         if status not in ("ok", "failed"):
             raise DatabaseError(f"`status` = {status!r} must be 'ok' or 'failed'")
-        self.conn.execute("UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, peak_pss_bytes = ?, "
-                          "details = ? WHERE id = ?",
-                          (status, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), duration_s,
-                           peak_pss_bytes, json.dumps(details) if details is not None else None, run_id))
+        with _situation(self.path):
+            self.conn.execute("UPDATE runs SET status = ?, finished_at = ?, duration_s = ?, peak_pss_bytes = ?, "
+                              "details = ? WHERE id = ?",
+                              (status, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), duration_s,
+                               peak_pss_bytes, json.dumps(details) if details is not None else None, run_id))
 
     # -- evolution results and regimes (idempotent: a night written again replaces itself)
     def write_evaluations(self, night: str, leaderboard: pd.DataFrame, run_id: int | None = None) -> None:
@@ -293,13 +343,17 @@ class TradesDB:
 
     @contextlib.contextmanager
     def _transaction(self):
-        """One write transaction, taken at once (BEGIN IMMEDIATE) so it waits, not fails."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One write transaction, taken at once (BEGIN IMMEDIATE) so it waits, not fails; a
+        lock held past the busy timeout or a full disk is a one-line error, rolled back."""
+        with _situation(self.path):
+            self.conn.execute("BEGIN IMMEDIATE")
         try:
-            yield
-            self.conn.execute("COMMIT")
+            with _situation(self.path):
+                yield
+                self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # a failed COMMIT may already have rolled back
+                self.conn.execute("ROLLBACK")
             raise
 
     # -- signals

@@ -15,6 +15,13 @@ notebooks that need it are skipped and the run exits 1. A later run of the same 
 goes to ``outputs/<night>.2/`` (…), so an interrupted or failed rerun never damages an
 earlier one.
 
+The machine letting the run down is a one-line error, and the records stay true: a
+read-only data folder is bad input (exit 2) found before anything is written; trades.db held
+by another process past its busy timeout refuses the night before its run folder exists
+(exit 1); a disk that fills up mid-run fails the notebook it cut short (its output named as
+truncated), and the space set aside at the start is given back so that run.json, the
+trades.db row and the index — each its own step — still say `failed`, not `running`.
+
 >>> from pitools.config import load_profile
 >>> run = run_nightly(load_profile("demo"))     # doctest: +SKIP
 >>> run.status, run.run_dir                       # doctest: +SKIP
@@ -26,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import fcntl
 import json
 import logging
@@ -279,6 +287,7 @@ class RunRecord:
     peak_pss_bytes: int = 0
     peak_rss_bytes: int = 0
     pid: int = dataclasses.field(default_factory=os.getpid)
+    error: str | None = None  # why the run itself failed or stopped (a notebook's own error is in its entry)
 
     def save(self) -> None:
         body = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
@@ -294,6 +303,8 @@ class RunRecord:
 
         lines = [f"nightly {self.night} (profile {self.profile}): {self.status} in {self.duration_s or 0:.1f} s, "
                  f"peak PSS of the kernels {format_mb(self.peak_pss_bytes)} — {self.run_dir}"]
+        if self.error:
+            lines.append(f"  error: {self.error}")
         for nb in self.notebooks:
             t = nb.get("timings", {})
             split = (f"start-up {t['startup_s']:.1f} s, cells {t['cells_s']:.1f} s, html {t['html_s']:.1f} s"
@@ -334,6 +345,7 @@ def _mark_interrupted(outputs: Path, db_path: Path | None = None) -> None:
     for rec in read_runs(outputs):
         if rec.get("status") == "running":
             path = outputs / rec["dir"] / RUN_FILE
+            (outputs / rec["dir"] / RESERVE_NAME).unlink(missing_ok=True)  # the space it had set aside
             rec.pop("dir")
             rec["status"] = "interrupted"
             for nb in rec.get("notebooks", []):
@@ -390,15 +402,42 @@ def _error_of(nb) -> str | None:
     return None
 
 
-def _failed_notebook(spec: NotebookSpec, out_path: Path, message: str) -> None:
-    """The notebook never produced an output (its kernel did not start): write one that
-    says why, so the report and the index still show the failure."""
+def _stand_in(spec: NotebookSpec, message: str):
+    """The source notebook under a red banner: what the report shows when there is no
+    executed notebook to show."""
     import nbformat
 
     nb = nbformat.read(str(spec.path), as_version=4)
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(
-        f"<span style=\"color:red;font-size:1.3em\">**This notebook did not run:** {message}</span>"))
-    nbformat.write(nb, str(out_path))
+        f"<span style=\"color:red;font-size:1.3em\">{message}</span>"))
+    return nb
+
+
+def _read_output(spec: NotebookSpec, out: Path, error: str | None):
+    """The executed notebook papermill left at `out`, and None; or a stand-in and the reason
+    when there is none (its kernel did not start) or it cannot be read.
+
+    An output that cannot be read is one whose write was cut short — papermill rewrites it in
+    place after every cell, so a full disk leaves it truncated. That file is kept as it is
+    (what the run left; nothing is gained by overwriting it); the report shows the stand-in.
+    """
+    import nbformat
+
+    if not out.exists():
+        nb = _stand_in(spec, f"**This notebook did not run:** {error or 'unknown error'}")
+        try:
+            nbformat.write(nb, str(out))  # the ipynb beside the report says why too
+        except OSError as exc:
+            log.error("%s: could not write %s: %s", spec.name, out, _describe(exc))
+        return nb, None
+    try:
+        return nbformat.read(str(out), as_version=4), None
+    except Exception as exc:  # nbformat raises several kinds: NotJSONError, ValidationError, UnicodeDecodeError…
+        problem = (f"output notebook {str(out)!r} is truncated or unreadable ({out.stat().st_size:,} bytes that "
+                   f"nbformat cannot read: {type(exc).__name__})")
+        if error:
+            problem += f"; {error}"
+        return _stand_in(spec, f"**Failed:** {problem}"), problem[:500]
 
 
 def _ipc_kernel_manager(sock_dir: Path):
@@ -439,34 +478,39 @@ def _run_notebook(spec: NotebookSpec, params: dict, run_dir: Path, kernel: str, 
         status = "ok"
     except pm.PapermillExecutionError as exc:
         status, error = "failed", f"{exc.ename}: {exc.evalue}"[:300]
-    except Exception as exc:  # the kernel died (our limit, the OOM killer) or never started
-        status, error = "failed", f"{type(exc).__name__}: {exc}"[:300]
+    except Exception as exc:  # the kernel died (our limit, the OOM killer), never started, or the disk is full
+        status, error = "failed", _describe(exc)[:300]
     finally:
         watch.stop()
         _kill([p for p in descendants() if p not in before])  # nothing of this notebook outlives it
     if watch.timed_out:
         status, error = "timeout", f"stopped after the wall-clock limit of {timeout_s:.0f} s"
     ran_s = time.perf_counter() - t0
-    if not out.exists():
-        _failed_notebook(spec, out, error or "unknown error")
-    nb = nbformat.read(str(out), as_version=4)
-    if status == "timeout":
+    nb, unreadable = _read_output(spec, out, error)
+    if unreadable:
+        status, error = "failed", unreadable
+    elif status == "timeout":
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(
             f"<span style=\"color:red;font-size:1.3em\">**Stopped:** {error}.</span> "
             "The cells below show how far it got."))
-        nbformat.write(nb, str(out))
-    if status == "failed":
+        try:
+            nbformat.write(nb, str(out))
+        except OSError as exc:  # the report still gets the banner
+            log.error("%s: could not write %s: %s", spec.name, out, _describe(exc))
+    elif status == "failed":
         error = _error_of(nb) or error  # the cell's own exception says more than papermill's wrapper
+    if not out.exists():
+        rec["ipynb"] = None
     t1 = time.perf_counter()
     caption = f"{spec.name} · {status} · {ran_s:.1f} s"
     try:
         export_html(out, run_dir / f"{spec.name}.html", plotly_src=plotly_src, caption=caption,
-                    failed=status != "ok")
+                    failed=status != "ok", notebook=nb)
         rec["html"] = f"{spec.name}.html"
     except Exception as exc:  # the notebook is the record; a report that cannot render must not hide it
-        log.error("%s: HTML export failed: %s", spec.name, exc)
+        log.error("%s: HTML export to %s failed: %s", spec.name, run_dir / f"{spec.name}.html", _describe(exc))
         if status == "ok":
-            status, error = "failed", f"HTML export failed: {exc}"[:300]
+            status, error = "failed", f"HTML export failed: {_describe(exc)}"[:300]
     html_s = time.perf_counter() - t1
     cells_s = _cells_seconds(nb)
     rec.update({"status": status, "error": error, "duration_s": round(ran_s + html_s, 3),
@@ -487,6 +531,67 @@ def _check_outputs(outputs: Path) -> None:
         raise ConfigError(f"`--outputs` = {str(outputs)!r}: {str(probe)!r} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"`--outputs` = {str(outputs)!r}: {str(probe)!r} is not writable by this user")
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    """The data folder takes the run's lock, trades.db and the optimizer state: one this
+    process cannot write (a read-only mount, another user's folder) is bad input, found
+    before anything is written. A real probe — an unnamed temporary file, gone at once —
+    rather than os.access, which cannot see an immutable folder or a server's refusal."""
+    fix = "choose another with --set data_dir=PATH"
+    probe = data_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigError(f"data folder {str(data_dir)!r} cannot be made: {str(probe)!r} is a file, "
+                          f"not a folder; {fix}")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        what = (f"data folder {str(data_dir)!r} is not writable" if probe == data_dir else
+                f"data folder {str(data_dir)!r} cannot be made: {str(probe)!r} is not writable")
+        raise ConfigError(f"{what} ({exc.strerror or exc}); {fix}") from None
+
+
+def _describe(exc: BaseException | None, where: Path | None = None) -> str:
+    """One line for an error of a step of the run: a full disk and an unwritable folder say
+    so and name the file (or `where`, when the error does not)."""
+    if isinstance(exc, OSError):
+        name = exc.filename or where
+        at = f" ({str(name)!r})" if name else ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"the disk is full{at}: {exc.strerror}; free space there and run again"
+        return f"{exc.strerror or exc}{at}"
+    if isinstance(exc, PitoolsError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+# ---------------------------------------------------------------- room for the record
+
+RESERVE_NAME = ".space-reserve"
+RESERVE_BYTES = 4 << 20
+
+
+def _reserve_space(run_dir: Path) -> None:
+    """Set aside RESERVE_BYTES in the run folder, given back before the run's closing writes
+    (:func:`_close_run`): a disk that fills up during the night — a notebook's output, another
+    program — still takes run.json, the trades.db row, the index and the log's last lines, so
+    the night ends `failed` with the reason, not `running`. Allocated, not sparse."""
+    path = run_dir / RESERVE_NAME
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.posix_fallocate(fd, 0, RESERVE_BYTES)
+    except OSError as exc:  # posix_fallocate's error names no file
+        raise OSError(exc.errno, f"{exc.strerror} (setting aside {RESERVE_BYTES >> 20} MiB for the run's record)",
+                      str(path)) from None
+    finally:
+        os.close(fd)
+
+
+def _release_space(run_dir: Path) -> None:
+    (run_dir / RESERVE_NAME).unlink(missing_ok=True)
 
 
 def _socket_dir(data_dir: Path) -> Path:
@@ -513,10 +618,26 @@ def _resolve_night(night, store_dir: Path) -> str:
         raise ConfigError(f"`--date` = {night!r} is not a date; use YYYY-MM-DD, e.g. 2026-11-20") from None
 
 
+class _RunLog(logging.FileHandler):
+    """``<run>/nightly.log``. A line it cannot write (a full disk) is said once on stderr, in
+    one line — not logging's traceback for every record — and later lines still try: the
+    space the run set aside comes back before its last lines."""
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self._told = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self._told:
+            self._told = True
+            sys.stderr.write(f"pitools nightly: cannot write {self.baseFilename!r} ({_describe(sys.exc_info()[1])}); "
+                             "lines of this run may be missing from it\n")
+
+
 def _papermill_log(run_dir: Path) -> logging.Handler:
     """Cell output and our own lines go to ``<run>/nightly.log``; papermill's cell echo stays
     out of the journal (the log file and the HTML have it)."""
-    handler = logging.FileHandler(run_dir / LOG_NAME)
+    handler = _RunLog(run_dir / LOG_NAME)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
     pm_log = logging.getLogger("papermill")
     pm_log.setLevel(logging.INFO)
@@ -560,7 +681,6 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
         Another notebook list than ``params/nightly.yaml``.
     """
     from .data import Store
-    from .db import open_trades_db
     from .kernelspec import ensure_kernel
 
     root = root or project_root()
@@ -571,6 +691,7 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
     night = _resolve_night(night, store_dir)
     outputs = Path(outputs) if outputs is not None else root / "outputs"
     _check_outputs(outputs)
+    _check_data_dir(profile.data_dir)
 
     lock_info = {"pid": os.getpid(), "started": _now(), "profile": profile.name, "night": night}
     with _nightly_lock(profile.data_dir, lock_info), _nightly_lock(outputs, lock_info, OUTPUTS_LOCK), \
@@ -579,84 +700,169 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
         os.environ.setdefault("PITOOLS_HOME", str(root))
         kernel = ensure_kernel()
         _mark_interrupted(outputs, profile.db_path)
+        run_id = _start_db_run(profile.db_path, night, profile.name)
         run_dir = _run_dir(outputs, night)
-        run_dir.mkdir(parents=True)
-        handler = _papermill_log(run_dir)
-        sock_dir = _socket_dir(profile.data_dir)
-        kernel_manager = _ipc_kernel_manager(sock_dir)
-        plotly_src = "../" + plotly_asset(outputs)
         base = {"profile": profile.name, "overrides": list(overrides), "night": night, "store": str(store_dir),
-                "run_dir": str(run_dir)}
+                "run_dir": str(run_dir), "run_id": run_id}
         rec = RunRecord(night=night, profile=profile.name, run_dir=run_dir, started_at=_now(),
                         parameters={"profile_values": {k: str(v) for k, v in dataclasses.asdict(profile).items()},
                                     **base},
-                        overrides=list(overrides), versions=_versions(),
+                        overrides=list(overrides), versions=_versions(), run_id=run_id,
                         notebooks=[{"name": s.name, "status": "pending", "needs": list(s.needs)} for s in specs])
         t0 = time.perf_counter()
         deadline = t0 + 60.0 * profile.nightly_timeout_min  # the whole run's limit, systemd or not
-        try:
-            with open_trades_db(profile.db_path) as db:
-                rec.run_id = db.start_run(night, profile.name)
-            base["run_id"] = rec.run_id
-            rec.save()
-            write_index(outputs)
+        handler = sock_dir = None
+        try:  # from here on the trades.db row exists: whatever happens, _close_run finishes it
+            run_dir.mkdir(parents=True)
+            handler = _papermill_log(run_dir)
+            _reserve_space(run_dir)
+            sock_dir = _socket_dir(profile.data_dir)
+            kernel_manager = _ipc_kernel_manager(sock_dir)
+            plotly_src = "../" + plotly_asset(outputs)
+            _save_progress(rec, outputs)
             log.info("nightly %s: %d notebooks, profile %s, outputs %s", night, len(specs), profile.name, run_dir)
-            done: dict[str, str] = {}
-            for i, spec in enumerate(specs):
-                blocked = [n for n in spec.needs if done.get(n) != "ok"]
-                left_s = deadline - time.perf_counter()
-                if left_s < 1.0:
-                    rec.notebooks[i] = {**rec.notebooks[i], "status": "skipped",
-                                        "error": f"skipped: the run's wall-clock limit of "
-                                                 f"{profile.nightly_timeout_min} min (nightly_timeout_min) was reached"}
-                    done[spec.name] = "skipped"
-                    log.warning("%s: skipped (the run's wall-clock limit was reached)", spec.name)
-                elif blocked:
-                    rec.notebooks[i] = {**rec.notebooks[i], "status": "skipped",
-                                        "error": f"skipped: needs {', '.join(blocked)}, which did not succeed"}
-                    done[spec.name] = "skipped"
-                    log.warning("%s: skipped (needs %s)", spec.name, ", ".join(blocked))
-                else:
-                    rec.notebooks[i] = {**rec.notebooks[i], "status": "running", "started_at": _now()}
-                    rec.save()
-                    write_index(outputs, live=True)
-                    log.info("%s: running", spec.name)
-                    result = _run_notebook(spec, {**base, **spec.parameters}, run_dir, kernel, root,
-                                           min(float(spec.timeout_s or profile.notebook_timeout_s), left_s), plotly_src,
-                                           kernel_manager)
-                    rec.notebooks[i] = {**rec.notebooks[i], **result}
-                    done[spec.name] = result["status"]
-                    rec.peak_pss_bytes = max(rec.peak_pss_bytes, result["peak_pss_bytes"])
-                    rec.peak_rss_bytes = max(rec.peak_rss_bytes, result["peak_rss_bytes"])
-                    log.info("%s: %s in %.1f s%s", spec.name, result["status"], result["duration_s"],
-                             f" — {result['error']}" if result.get("error") else "")
-                rec.save()
-                write_index(outputs, live=True)
-            rec.status = "ok" if all(v == "ok" for v in done.values()) else "failed"
+
+            def run_one(spec: NotebookSpec, left_s: float) -> dict:
+                return _run_notebook(spec, {**base, **spec.parameters}, run_dir, kernel, root,
+                                     min(float(spec.timeout_s or profile.notebook_timeout_s), left_s), plotly_src,
+                                     kernel_manager)
+
+            _run_notebooks(rec, specs, outputs, deadline, profile.nightly_timeout_min, run_one)
         except BaseException as exc:
-            rec.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            for nb in rec.notebooks:
-                if nb["status"] in ("pending", "running"):
-                    nb["status"] = "interrupted" if nb["status"] == "running" else "skipped"
+            _stopped(rec, exc, outputs)
+            if isinstance(exc, OSError):  # a full disk, a folder gone read-only: one line, the record says it too
+                raise NightlyError(f"nightly {night} stopped: {rec.error}") from None
             raise
         finally:
             rec.duration_s = round(time.perf_counter() - t0, 3)
             rec.finished_at = _now()
-            rec.save()
-            with contextlib.suppress(Exception):
-                with open_trades_db(profile.db_path) as db:
-                    if rec.run_id is not None:
-                        db.finish_run(rec.run_id, "ok" if rec.status == "ok" else "failed", rec.duration_s,
-                                      rec.peak_pss_bytes, {"run_dir": str(run_dir), "status": rec.status,
-                                                           "notebooks": {n["name"]: n["status"] for n in rec.notebooks}})
-            _retention(outputs, profile.keep_nights, run_dir)
-            log.info("nightly %s: %s in %.1f s", night, rec.status, rec.duration_s)
-            write_index(outputs, live=False)  # after the last log line, so its log view is complete
-            for name in ("papermill", "pitools"):
-                logging.getLogger(name).removeHandler(handler)
-            handler.close()
-            shutil.rmtree(sock_dir, ignore_errors=True)
+            _close_run(rec, outputs, profile.db_path, profile.keep_nights)
+            _detach_log(handler)
+            if sock_dir is not None:
+                shutil.rmtree(sock_dir, ignore_errors=True)
     return rec
+
+
+def _start_db_run(db_path: Path, night: str, profile: str) -> int:
+    """The run's trades.db row, taken before anything is written under outputs/. A database
+    another process holds past the busy timeout (DatabaseLocked, exit 1), or one on a full or
+    read-only disk, refuses the night with nothing to undo: no run folder, no notebook marked
+    skipped, the index as it was (under systemd the OnFailure hook adds the refusal to it), and
+    a retry lands in ``outputs/<night>/``, not ``<night>.2``."""
+    from .db import open_trades_db
+
+    with open_trades_db(db_path) as db:
+        return db.start_run(night, profile)
+
+
+def _run_notebooks(rec: RunRecord, specs: list[NotebookSpec], outputs: Path, deadline: float, limit_min: int,
+                   run_one) -> None:
+    """Each notebook in order (``run_one(spec, seconds_left)``); one whose `needs` did not
+    succeed, or that the run's wall-clock limit leaves no time for, is skipped. run.json and
+    the live index follow every step."""
+    done: dict[str, str] = {}
+    for i, spec in enumerate(specs):
+        blocked = [n for n in spec.needs if done.get(n) != "ok"]
+        left_s = deadline - time.perf_counter()
+        if left_s < 1.0:
+            rec.notebooks[i] = {**rec.notebooks[i], "status": "skipped",
+                                "error": f"skipped: the run's wall-clock limit of {limit_min} min "
+                                         "(nightly_timeout_min) was reached"}
+            done[spec.name] = "skipped"
+            log.warning("%s: skipped (the run's wall-clock limit was reached)", spec.name)
+        elif blocked:
+            rec.notebooks[i] = {**rec.notebooks[i], "status": "skipped",
+                                "error": f"skipped: needs {', '.join(blocked)}, which did not succeed"}
+            done[spec.name] = "skipped"
+            log.warning("%s: skipped (needs %s)", spec.name, ", ".join(blocked))
+        else:
+            rec.notebooks[i] = {**rec.notebooks[i], "status": "running", "started_at": _now()}
+            _save_progress(rec, outputs)
+            log.info("%s: running", spec.name)
+            result = run_one(spec, left_s)
+            rec.notebooks[i] = {**rec.notebooks[i], **result}
+            done[spec.name] = result["status"]
+            rec.peak_pss_bytes = max(rec.peak_pss_bytes, result["peak_pss_bytes"])
+            rec.peak_rss_bytes = max(rec.peak_rss_bytes, result["peak_rss_bytes"])
+            log.info("%s: %s in %.1f s%s", spec.name, result["status"], result["duration_s"],
+                     f" — {result['error']}" if result.get("error") else "")
+        _save_progress(rec, outputs)
+    rec.status = "ok" if all(v == "ok" for v in done.values()) else "failed"
+
+
+def _stopped(rec: RunRecord, exc: BaseException, outputs: Path) -> None:
+    """The record of a run cut short: `interrupted` (Ctrl-C, SIGTERM) or `failed`, with why;
+    the notebook that was running is `interrupted`, those not started are `skipped`."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    rec.status = "interrupted" if interrupted else "failed"
+    rec.error = f"interrupted ({exc or 'Ctrl-C'})" if interrupted else _describe(exc, where=outputs)
+    for nb in rec.notebooks:
+        if nb["status"] in ("pending", "running"):
+            nb["status"] = "interrupted" if nb["status"] == "running" else "skipped"
+
+
+def _attempt(what: str, step, level: int = logging.ERROR) -> str | None:
+    """Run one step of the run's bookkeeping; its failure comes back as one line (and is
+    logged), never raised, so the steps after it still run."""
+    try:
+        step()
+    except Exception as exc:
+        problem = f"{what}: {_describe(exc)}"
+        log.log(level, "%s", problem)
+        return problem
+    return None
+
+
+def _save_progress(rec: RunRecord, outputs: Path) -> None:
+    """run.json and the live index during the run. A failure (a full disk) is logged, not
+    raised: the notebooks go on, and the run's end writes both again with the truth."""
+    _attempt(f"run record {str(rec.run_dir / RUN_FILE)!r}", rec.save, logging.WARNING)
+    _attempt(f"index {str(outputs / 'index.html')!r}", lambda: write_index(outputs, live=True), logging.WARNING)
+
+
+def _finish_db_run(db_path: Path, rec: RunRecord) -> None:
+    from .db import open_trades_db
+
+    if rec.run_id is None:
+        return
+    with open_trades_db(db_path) as db:
+        db.finish_run(rec.run_id, "ok" if rec.status == "ok" else "failed", rec.duration_s, rec.peak_pss_bytes,
+                      {"run_dir": str(rec.run_dir), "status": rec.status, "error": rec.error,
+                       "notebooks": {n["name"]: n["status"] for n in rec.notebooks}})
+
+
+def _close_run(rec: RunRecord, outputs: Path, db_path: Path, keep_nights: int) -> None:
+    """The end of a run: run.json, the trades.db row, the index — each its own step.
+
+    One that fails does not skip the others: it makes the run `failed` with the step and
+    the file named, and then every step writes again, so those that had already written the
+    old status carry the final one (and a step that failed gets a second try: space may be back).
+    Retention is housekeeping: old nights it cannot delete are a warning, not a failed run.
+    """
+    # first: the space set aside is for these writes
+    _attempt(f"space reserve {str(rec.run_dir / RESERVE_NAME)!r}", lambda: _release_space(rec.run_dir),
+             logging.WARNING)
+    _attempt("retention", lambda: _retention(outputs, keep_nights, rec.run_dir), logging.WARNING)
+    steps = [(f"run record {str(rec.run_dir / RUN_FILE)!r}", rec.save),
+             (f"the trades.db row of run {rec.run_id} ({str(db_path)!r})", lambda: _finish_db_run(db_path, rec)),
+             (f"index {str(outputs / 'index.html')!r}", lambda: write_index(outputs, live=False))]
+    log.info("nightly %s: %s in %.1f s", rec.night, rec.status, rec.duration_s)  # before the index: its log view
+    problems = [p for what, step in steps if (p := _attempt(what, step))]
+    if problems:
+        rec.status = "failed"
+        rec.error = "; ".join([*([rec.error] if rec.error else []), *problems])[:1000]
+        log.error("nightly %s: failed — %s", rec.night, rec.error)
+        for what, step in steps:
+            _attempt(what, step)
+
+
+def _detach_log(handler: logging.Handler | None) -> None:
+    if handler is None:
+        return
+    for name in ("papermill", "pitools"):
+        logging.getLogger(name).removeHandler(handler)
+    with contextlib.suppress(OSError):  # its last flush may meet a full disk; stderr has said so
+        handler.close()
 
 
 def mark_failed(outputs: str | Path, unit: str = "pitools-nightly.service", result: str | None = None) -> Path:

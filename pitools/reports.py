@@ -74,19 +74,21 @@ def _plotly_to_html(nb) -> None:
 
 
 def export_html(ipynb: str | Path, html_path: str | Path, plotly_src: str | None = None,
-                caption: str = "", failed: bool = False) -> Path:
+                caption: str = "", failed: bool = False, notebook=None) -> Path:
     """Write a code-hidden HTML report of the executed notebook `ipynb` (atomically).
 
     Outputs, markdown and errors stay visible; code cells and prompts are hidden.
     `plotly_src` is the plotly.js URL relative to the HTML file; by default the copy that
     :func:`plotly_asset` keeps in ``<outputs>/assets/``, the HTML being in ``<outputs>/<run>/``.
+    `notebook` (a notebook node) is rendered instead of reading `ipynb`: the stand-in the
+    runner makes when the file is truncated (a full disk) or unreadable.
     """
     if plotly_src is None:
         plotly_src = "../" + plotly_asset(Path(html_path).resolve().parent.parent)
     import nbformat
     from nbconvert import HTMLExporter
 
-    nb = nbformat.read(str(ipynb), as_version=4)
+    nb = notebook if notebook is not None else nbformat.read(str(ipynb), as_version=4)
     nb = copy.deepcopy(nb)
     _plotly_to_html(nb)
     exporter = HTMLExporter(template_name="lab", template_file=str(_TEMPLATE),
