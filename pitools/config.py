@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError, did_you_mean
+from .params_yaml import load_params_yaml, parse_params_value, short_repr
 
 __all__ = ["Profile", "FIELDS", "load_profile", "profile_names", "project_root", "parse_override"]
 
@@ -165,16 +164,22 @@ def _profiles_path(path: str | os.PathLike | None) -> Path:
 
 
 def _read_profiles(path: Path) -> dict[str, dict]:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{str(path)!r} is not valid YAML: {exc}") from None
+    raw = load_params_yaml(path)
     if not isinstance(raw, dict) or not isinstance(raw.get("profiles"), dict):
-        raise ConfigError(f"{str(path)!r} must hold a mapping `profiles:` of name → settings")
+        got = short_repr(raw.get("profiles") if isinstance(raw, dict) else raw)
+        raise ConfigError(f"{path}: must hold a mapping `profiles:` of name → settings, got {got} "
+                          "(see the shipped params/profiles.yaml)")
+    unknown = [k for k in raw if k != "profiles"]
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key {short_repr(unknown[0])}; the file holds only `profiles:`")
     profiles = raw["profiles"]
     for name, body in profiles.items():
+        # `--profile` is a string: a name YAML reads as a number or null could never be chosen
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{path}: profile name {short_repr(name)} must be a non-empty string; quote it")
         if not isinstance(body, dict):
-            raise ConfigError(f"profile {name!r} in {str(path)!r} must be a mapping of settings, got {body!r}")
+            raise ConfigError(f"{path}: profile {name!r} must be a mapping of settings (key: value), "
+                              f"got {short_repr(body)}")
     return profiles
 
 
@@ -188,29 +193,29 @@ def parse_override(text: str) -> tuple[str, str]:
     key, sep, value = str(text).partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"`--set` expects KEY=VALUE, got {text!r} (for example --set max_symbols=500)")
+        raise ConfigError(f"`--set` expects KEY=VALUE, got {short_repr(text)} (for example --set max_symbols=500)")
     return key, value.strip()
 
 
 def _check_key(profile: str, key: str) -> FieldSpec:
     spec = FIELDS.get(key)
     if spec is None:
-        raise ConfigError(f"profile {profile!r}: unknown key {key!r}.{did_you_mean(key, FIELDS)} "
+        raise ConfigError(f"profile {profile!r}: unknown key {short_repr(key)}.{did_you_mean(key, FIELDS)} "
                           f"Allowed keys: {', '.join(FIELDS)}")
     return spec
 
 
 def _check_value(profile: str, key: str, value: Any) -> Any:
     spec = _check_key(profile, key)
-    where = f"profile {profile!r}: `{key}` = {value!r}"
+    where = f"profile {profile!r}: `{key}` = {short_repr(value)}"
     if isinstance(value, str) and spec.kind is not str:
         text = value.strip()
         try:
-            value = yaml.safe_load(text) if text else None
-        except yaml.YAMLError:
-            raise ConfigError(f"{where} is not {spec.allowed()}") from None
+            value = parse_params_value(text, f"`{key}`") if text else None
+        except ConfigError as exc:
+            raise ConfigError(f"{where} is not {spec.allowed()} ({exc})") from None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            where = f"profile {profile!r}: `{key}` = {value!r}"  # show the number, not its text
+            where = f"profile {profile!r}: `{key}` = {short_repr(value)}"  # show the number, not its text
     if spec.kind is str:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{where} must be a non-empty string ({spec.help})")
@@ -228,7 +233,10 @@ def _check_value(profile: str, key: str, value: Any) -> Any:
             raise ConfigError(f"{where} must be {spec.allowed()} ({spec.help})")
         value = int(value)
     else:
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int of 400 digits has no float
+            raise ConfigError(f"{where} is out of range: must be {spec.allowed()} ({spec.help})") from None
         if value != value:  # NaN
             raise ConfigError(f"{where} must be {spec.allowed()} ({spec.help})")
     if (spec.low is not None and value < spec.low) or (spec.high is not None and value > spec.high):
@@ -238,8 +246,8 @@ def _check_value(profile: str, key: str, value: Any) -> Any:
 
 def _resolve(name: str, profiles: dict[str, dict], seen: tuple[str, ...] = ()) -> dict[str, Any]:
     if name not in profiles:
-        raise ConfigError(f"unknown profile {name!r}.{did_you_mean(name, profiles)} "
-                          f"Profiles: {', '.join(profiles)}")
+        raise ConfigError(f"unknown profile {short_repr(name)}.{did_you_mean(str(name), profiles)} "
+                          f"Profiles: {', '.join(profiles) or 'none'}")
     if name in seen:
         raise ConfigError(f"profile {name!r}: `extends` loops through {' → '.join(seen + (name,))}")
     body = dict(profiles[name])
@@ -247,7 +255,7 @@ def _resolve(name: str, profiles: dict[str, dict], seen: tuple[str, ...] = ()) -
     values: dict[str, Any] = {}
     if parent is not None:
         if not isinstance(parent, str):
-            raise ConfigError(f"profile {name!r}: `extends` = {parent!r} must be a profile name")
+            raise ConfigError(f"profile {name!r}: `extends` = {short_repr(parent)} must be a profile name")
         values.update(_resolve(parent, profiles, seen + (name,)))
     for key, value in body.items():
         values[key] = _check_value(name, str(key), value)

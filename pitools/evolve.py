@@ -9,11 +9,22 @@ appended to a JSON-lines log, both under ``<data_dir>/evolve/<strategy>/``:
 * ``evaluations.jsonl`` — params, fitness, in-/out-of-sample figures and the night of
   every evaluation; if the pickle cannot be loaded (corrupt, another nevergrad, a changed
   search space) the optimizer is rebuilt by telling it this log;
-* ``state.json`` — versions and the search space the pickle belongs to.
+* ``state.json`` — versions and the search space the pickle belongs to, its night and
+  how many logged evaluations it has been told.
 
 Each night starts by re-scoring the best parameter sets of earlier nights (the
-incumbents) on the new data. A seed in the profile makes the candidates and the results
-reproducible.
+incumbents) on the new data. A night reads only its past: evaluations of later nights
+are ignored, and a checkpoint of a later night, or one that missed logged evaluations
+(a run killed between the two writes, an earlier night re-run), is rebuilt from the log.
+A seed in the profile makes the candidates and the results reproducible.
+
+One evolve run at a time per data folder: the whole run holds ``<data_dir>/evolve.lock``
+(:func:`pitools.locks.exclusive_lock`; beside the nightly's ``nightly.lock``, a different
+file, so the nightly's own evolution does not wait on itself, and outside ``evolve/``,
+which holds only strategy folders); a second run is refused at once, naming the holder,
+before it reads or writes anything (two runs would each overwrite the other's
+``optimizer.pkl``). A full disk or a read-only data folder stops the run with a one-line
+error naming the file; the state of the last whole generation stays as it was.
 
 >>> report = evolve(load_profile("ci"), strategies=["sma_cross"])     # doctest: +SKIP
 >>> print(report.to_text())                                           # doctest: +SKIP
@@ -21,6 +32,8 @@ reproducible.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import math
@@ -33,20 +46,32 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from . import strategies as _strategies
 from .backtest import backtest
 from .config import Profile, project_root
 from .data.atomic import fsync_dir, write_bytes_atomic, write_text_atomic
 from .errors import ConfigError, PitoolsError, did_you_mean
+from .evolution_log import LOG_NAME, append_evaluations, as_night, read_evaluations
+from .locks import exclusive_lock
 from .scoring import Scoring, deflated_sharpe, score_candidate, walk_forward_windows
 
-__all__ = ["SearchConfig", "load_search_config", "evolve", "EvolveReport", "evaluate_candidate", "EvalContext"]
+__all__ = ["SearchConfig", "load_search_config", "evolve", "EvolveReport", "evaluate_candidate", "EvalContext",
+           "EvolveError", "DataFolderNotWritable"]
 
 log = logging.getLogger("pitools")
 
 _WORST_LOSS = 1e6  # told to nevergrad for a failed candidate (it minimises; inf upsets some optimizers)
+
+
+class EvolveError(PitoolsError, RuntimeError):
+    """The evolution could not save its work (a full disk, an I/O error): the work failed."""
+
+    exit_code = 1
+
+
+class DataFolderNotWritable(ConfigError):
+    """The profile's `data_dir` cannot be written: bad input (the folder is the user's setting)."""
 
 
 # ---------------------------------------------------------------- params/strategies.yaml
@@ -68,76 +93,167 @@ class SearchConfig:
 
 
 def _number(where: str, value, kind: str = "float") -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where} = {value!r} must be a number")
-    if kind == "int" and float(value) != int(value):
-        raise ConfigError(f"{where} = {value!r} must be an integer")
-    return float(value)
+    from .params_yaml import short_repr
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} = {short_repr(value)} must be a number")
+    try:
+        number = float(value)
+    except OverflowError:  # an int of 400 digits has no float
+        raise ConfigError(f"{where} = {short_repr(value)} is too large") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{where} = {short_repr(value)} must be a finite number")
+    if kind == "int" and not number.is_integer():
+        raise ConfigError(f"{where} = {short_repr(value)} must be an integer")
+    return number
+
+
+def _mapping(file: str, key: str, value, what: str) -> dict:
+    """`value` of top-level `key` as a dict (absent or empty: {}), or a ConfigError."""
+    from .params_yaml import short_repr
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{file}: `{key}` = {short_repr(value)} must be a mapping of {what}")
+    return value
 
 
 def load_search_config(path: str | Path | None = None) -> SearchConfig:
-    """Read and check ``params/strategies.yaml`` (or `path`); errors name the strategy and key."""
+    """Read and check ``params/strategies.yaml`` (or `path`); errors name the strategy and key.
+
+    Bounds in which no candidate passes the strategy's constraints are refused here: the
+    optimizer could only ask inadmissible candidates and the night would score nothing.
+    """
+    from .params_yaml import load_params_yaml, short_repr
+
     path = Path(path) if path is not None else project_root() / "params" / "strategies.yaml"
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"search config {str(path)!r} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path.name} is not valid YAML: {exc}") from None
+    if not path.is_file():
+        raise ConfigError(f"search config {str(path)!r} does not exist")
+    raw = load_params_yaml(path)
+    raw = {} if raw is None else raw
+    file = path.name
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path.name} must be a mapping with optimizer, incumbents, scoring and strategies")
+        raise ConfigError(f"{file} must be a mapping with optimizer, incumbents, scoring and strategies, "
+                          f"got {short_repr(raw)}")
     known = ("optimizer", "incumbents", "scoring", "strategies")
     for key in raw:
         if key not in known:
-            raise ConfigError(f"{path.name}: unknown key {key!r}.{did_you_mean(str(key), known)} Keys: {', '.join(known)}")
+            raise ConfigError(f"{file}: unknown key {short_repr(key)}.{did_you_mean(str(key), known)} "
+                              f"Keys: {', '.join(known)}")
+    incumbents = _number(f"{file}: incumbents", raw.get("incumbents", 3), "int")
+    if incumbents < 0:
+        raise ConfigError(f"{file}: incumbents = {int(incumbents)} must be >= 0")
+    scoring = _scoring(file, _mapping(file, "scoring", raw.get("scoring"), "setting: value (see pitools.scoring)"))
+    strategies = _mapping(file, "strategies", raw.get("strategies"),
+                          "strategy: {parameter: [low, high]}, e.g. sma_cross: {fast: [3, 60]}")
+    bounds = {name: _bounds(file, name, params) for name, params in strategies.items()}
+    for name in bounds:
+        _check_admissible(file, name, SearchConfig(bounds=bounds).space(name))
+    # nevergrad last: importing it takes seconds, a mistake above is reported without it
     import nevergrad as ng
 
     optimizer = raw.get("optimizer", "TwoPointsDE")
-    if optimizer not in ng.optimizers.registry:
-        raise ConfigError(f"{path.name}: optimizer = {optimizer!r} is not a nevergrad optimizer."
+    if not isinstance(optimizer, str) or optimizer not in ng.optimizers.registry:
+        raise ConfigError(f"{file}: optimizer = {short_repr(optimizer)} is not a nevergrad optimizer "
+                          "(a name of nevergrad.optimizers.registry, e.g. 'TwoPointsDE')."
                           f"{did_you_mean(str(optimizer), list(ng.optimizers.registry))}")
-    incumbents = _number(f"{path.name}: incumbents", raw.get("incumbents", 3), "int")
-    if incumbents < 0:
-        raise ConfigError(f"{path.name}: incumbents = {int(incumbents)} must be >= 0")
-    scoring = _scoring(path.name, raw.get("scoring") or {})
-    bounds = {}
-    for name, params in (raw.get("strategies") or {}).items():
-        spec = _strategies.get(name) if name in _strategies.REGISTRY else None
-        if spec is None:
-            raise ConfigError(f"{path.name}: strategies: unknown strategy {name!r}."
-                              f"{did_you_mean(str(name), _strategies.REGISTRY)} Strategies: {', '.join(_strategies.names())}")
-        if not isinstance(params, dict):
-            raise ConfigError(f"{path.name}: strategies.{name} must map parameters to [low, high]")
-        bounds[name] = {}
-        for key, pair in params.items():
-            where = f"{path.name}: strategies.{name}.{key}"
-            if key not in spec.space:
-                raise ConfigError(f"{where}: unknown parameter.{did_you_mean(str(key), spec.space)} "
-                                  f"Parameters of {name}: {', '.join(spec.space)}")
-            p = spec.space[key]
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                raise ConfigError(f"{where} = {pair!r} must be [low, high]")
-            lo, hi = (_number(where, v, p.kind) for v in pair)
-            if not p.low <= lo < hi <= p.high:
-                raise ConfigError(f"{where} = [{lo:g}, {hi:g}] must have low < high inside the strategy's range "
-                                  f"{p.low:g} to {p.high:g}")
-            bounds[name][key] = (lo, hi)
     return SearchConfig(optimizer, int(incumbents), scoring, bounds)
 
 
+def _bounds(file: str, name, params) -> dict[str, tuple[float, float]]:
+    """``{param: (low, high)}`` of strategy `name` under ``strategies:``, checked."""
+    from .params_yaml import short_repr
+
+    spec = _strategies.get(name) if name in _strategies.REGISTRY else None
+    if spec is None:
+        raise ConfigError(f"{file}: strategies: unknown strategy {short_repr(name)}."
+                          f"{did_you_mean(str(name), _strategies.REGISTRY)} Strategies: {', '.join(_strategies.names())}")
+    if not isinstance(params, dict):
+        raise ConfigError(f"{file}: strategies.{name} = {short_repr(params)} must map parameters to [low, high], "
+                          f"e.g. {{{next(iter(spec.space))}: [low, high]}}")
+    out = {}
+    for key, pair in params.items():
+        where = f"{file}: strategies.{name}.{_label(key)}"
+        if key not in spec.space:
+            raise ConfigError(f"{where}: unknown parameter.{did_you_mean(str(key), spec.space)} "
+                              f"Parameters of {name}: {', '.join(spec.space)}")
+        p = spec.space[key]
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise ConfigError(f"{where} = {short_repr(pair)} must be [low, high]")
+        lo, hi = (_number(where, v, p.kind) for v in pair)
+        if not p.low <= lo < hi <= p.high:
+            raise ConfigError(f"{where} = [{lo:g}, {hi:g}] must have low < high inside the strategy's range "
+                              f"{p.low:g} to {p.high:g}")
+        out[key] = (lo, hi)
+    return out
+
+
+def _label(key) -> str:
+    """A key of the file for a message: as written when short, else cut."""
+    from .params_yaml import short_repr
+
+    return key if isinstance(key, str) and len(key) <= 40 else short_repr(key, 40)
+
+
+_PROBES = 300  # random candidates tried per strategy beyond the corners and the centre
+
+
+def _check_admissible(file: str, name: str, space: dict[str, tuple[float, float, str]]) -> None:
+    """Refuse a search box in which no candidate passes the strategy's `validate()`.
+
+    Tried: every corner and the centre of the box, then `_PROBES` seeded random points,
+    integer parameters rounded as nevergrad's integer casting does. The constraints are
+    comparisons between two parameters (fast < slow …), which a corner satisfies whenever
+    any point does; a box whose admissible part is too thin for 300 draws to hit would
+    starve the optimizer's own resampling just the same.
+    """
+    import itertools
+    import random
+
+    spec = _strategies.get(name)
+    if not spec.constraints:
+        return
+    keys = list(space)
+
+    def point(values):
+        return {k: float(round(v)) if space[k][2] == "int" else float(v) for k, v in zip(keys, values)}
+
+    corners = itertools.islice(itertools.product(*((lo, hi) for lo, hi, _ in space.values())), 1024)
+    rng = random.Random(zlib.crc32(name.encode()))  # seeded: the same file, the same verdict
+    draws = ([rng.uniform(lo, hi) for lo, hi, _ in space.values()] for _ in range(_PROBES))
+    centre = [[(lo + hi) / 2 for lo, hi, _ in space.values()]]
+    first = None
+    for values in itertools.chain(corners, centre, draws):
+        try:
+            spec.validate(point(values))
+            return
+        except PitoolsError as exc:
+            first = first or exc
+    box = ", ".join(f"{k}: [{lo:g}, {hi:g}]" for k, (lo, hi, _) in space.items())
+    raise ConfigError(f"{file}: strategies.{name}: no candidate inside the bounds {{{box}}} is admissible — {first}; "
+                      "every candidate would fail and the night would score nothing. Move the bounds so that "
+                      "some candidates satisfy the constraint (a parameter left out spans the strategy's range)")
+
+
 def _scoring(file: str, raw: dict) -> Scoring:
+    import dataclasses
+
+    from .params_yaml import short_repr
+
     defaults = Scoring()
+    names = [f.name for f in dataclasses.fields(Scoring)]  # not hasattr: `backtest_kwargs` is no setting
     values = {}
     for key, value in raw.items():
-        where = f"{file}: scoring.{key}"
-        if not hasattr(defaults, key):
-            raise ConfigError(f"{where}: unknown key.{did_you_mean(str(key), defaults.__dict__)} "
-                              f"Keys: {', '.join(defaults.__dict__)}")
+        where = f"{file}: scoring.{_label(key)}"
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key.{did_you_mean(str(key), names)} "
+                              f"Keys: {', '.join(names)}")
         choices = {"walk_forward": ("anchored", "rolling"), "fill": ("next_open", "close"),
                    "direction": ("long_only", "long_short")}.get(key)
         if choices:
-            if value not in choices:
-                raise ConfigError(f"{where} = {value!r} is not allowed.{did_you_mean(str(value), choices)} "
+            if not isinstance(value, str) or value not in choices:
+                raise ConfigError(f"{where} = {short_repr(value)} is not allowed.{did_you_mean(str(value), choices)} "
                                   f"Allowed: {', '.join(choices)}")
         elif key == "folds":
             value = int(_number(where, value, "int"))
@@ -190,13 +306,16 @@ class _Admissible:
 class _StrategyState:
     """The optimizer and the evaluation log of one strategy under ``<data_dir>/evolve/<name>``."""
 
-    def __init__(self, root: Path, strategy: str, config: SearchConfig, seed: int, population: int):
+    def __init__(self, root: Path, strategy: str, config: SearchConfig, seed: int, population: int, night: str):
         self.dir = root / strategy
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.strategy, self.config, self.population = strategy, config, population
+        with _saving(self.dir):
+            self.dir.mkdir(parents=True, exist_ok=True)
+        _check_writable(self.dir, *(self.dir / name for name in (LOG_NAME, "optimizer.pkl", "state.json")))
+        self.strategy, self.config, self.population, self.night = strategy, config, population, night
         self.space = config.space(strategy)
         self.seed = (seed * 1_000_003 + zlib.crc32(strategy.encode())) % 2**32
-        self.records = self._read_log()
+        self.log_path = self.dir / LOG_NAME
+        self.records = read_evaluations(self.log_path, night=night)  # a night reads only its past
         self.optimizer, self.origin = self._load_or_build()
 
     @property
@@ -205,17 +324,6 @@ class _StrategyState:
 
         return {"nevergrad": ng.__version__, "optimizer": self.config.optimizer, "population": self.population,
                 "space": {k: list(v) for k, v in self.space.items()}}
-
-    def _read_log(self) -> list[dict]:
-        path = self.dir / "evaluations.jsonl"
-        records = []
-        if path.exists():
-            for n, line in enumerate(path.read_text().splitlines(), 1):
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:  # a line torn by a crash mid-append: skip it, say so
-                    log.warning("%s: line %d of %s is not JSON; skipped", self.strategy, n, path)
-        return records
 
     def _fresh(self):
         import nevergrad as ng
@@ -236,8 +344,7 @@ class _StrategyState:
         pkl, meta = self.dir / "optimizer.pkl", self.dir / "state.json"
         if pkl.exists():
             try:
-                if json.loads(meta.read_text()).get("signature") != self.signature:
-                    raise ValueError("the search space, optimizer or nevergrad version changed")
+                self._check_checkpoint(json.loads(meta.read_text()))
                 return pickle.loads(pkl.read_bytes()), "checkpoint"
             except Exception as exc:  # noqa: BLE001 — any unreadable state is rebuilt from the log
                 log.warning("%s: optimizer state not usable (%s: %s); rebuilding it from %d logged evaluations",
@@ -249,6 +356,16 @@ class _StrategyState:
                 opt.tell(opt.parametrization.spawn_child(new_value=rec["params"]), -rec["fitness"])
                 told += 1
         return opt, ("rebuilt from log" if told else "new")
+
+    def _check_checkpoint(self, state: dict) -> None:
+        """Raise ValueError unless the pickle was told exactly the evaluations this night may read."""
+        if state.get("signature") != self.signature:
+            raise ValueError("the search space, optimizer or nevergrad version changed")
+        if str(state.get("night")) > self.night:  # a run dated later: its knowledge is not this night's past
+            raise ValueError(f"it is of night {state.get('night')}, after {self.night}")
+        if state.get("evaluations") != len(self.records):  # killed between log and pickle, or another run's
+            raise ValueError(f"it was told {state.get('evaluations')} evaluations, the log has {len(self.records)} "
+                             f"up to {self.night}")
 
     def _inside(self, params: dict) -> bool:
         return set(params) == set(self.space) and all(lo <= params[k] <= hi for k, (lo, hi, _) in self.space.items())
@@ -263,25 +380,59 @@ class _StrategyState:
         return [r["params"] for r in ranked if self._inside(r["params"])][:k]
 
     def append(self, records: list[dict]) -> None:
-        with open(self.dir / "evaluations.jsonl", "a") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, allow_nan=False, default=_json_default) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        with _saving(self.log_path):
+            append_evaluations(self.log_path, records)
         self.records.extend(records)
 
     def checkpoint(self, generation: int, night: str) -> None:
-        write_bytes_atomic(self.dir / "optimizer.pkl", pickle.dumps(self.optimizer))
-        write_text_atomic(self.dir / "state.json", json.dumps(
-            {"signature": self.signature, "night": night, "generation": generation,
-             "evaluations": len(self.records)}, indent=1))
-        fsync_dir(self.dir)
+        # The pickle first, then state.json: a failure between them leaves a state.json
+        # whose count no longer matches the log, so the next night rebuilds from the log.
+        with _saving(self.dir / "optimizer.pkl"):
+            write_bytes_atomic(self.dir / "optimizer.pkl", pickle.dumps(self.optimizer))
+        with _saving(self.dir / "state.json"):
+            write_text_atomic(self.dir / "state.json", json.dumps(
+                {"signature": self.signature, "night": night, "generation": generation,
+                 "evaluations": len(self.records)}, indent=1))
+            fsync_dir(self.dir)
 
 
-def _json_default(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+@contextlib.contextmanager
+def _saving(path: Path):
+    """Turn an ``OSError`` while writing `path` (a file, or a folder being made) into a one-line
+    error naming it, or its folder when that is what cannot be written."""
+    try:
+        yield
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _write_error(path: Path, exc: OSError) -> PitoolsError:
+    why = exc.strerror or str(exc)
+    if exc.errno in _NO_SPACE:
+        return EvolveError(f"no space left on the device to write {str(path)!r} ({why}); the state of the last "
+                           "whole generation is kept. Free some space (or move `data_dir`) and run again")
+    if exc.errno in _NOT_WRITABLE:
+        return _not_writable(Path(exc.filename).parent if exc.filename else path.parent, why)  # a mkdir, a temp file
+    return EvolveError(f"cannot write {str(path)!r}: {why}; the state of the last whole generation is kept")
+
+
+def _check_writable(folder: Path, *files: Path) -> None:
+    """Fail before the night's work, not after its first generation, when its state cannot be
+    written (``os.access`` answers for a read-only mount too, and as root)."""
+    if not os.access(folder, os.W_OK):
+        raise _not_writable(folder, "no write permission, or a read-only file system")
+    for path in files:
+        if path.exists() and not os.access(path, os.W_OK):
+            raise _not_writable(folder, f"{path.name} is read-only")
+
+
+def _not_writable(folder: Path, why: str) -> DataFolderNotWritable:
+    return DataFolderNotWritable(f"data folder {str(folder)!r} is not writable ({why}): fix its permissions, "
+                                 "or choose another with --set data_dir=DIR")
 
 
 def _clean(value):
@@ -325,26 +476,63 @@ def evolve(profile: Profile, strategies=None, store=None, night: str | None = No
 
     Loads the profile's universe (``max_symbols`` × ``max_years``, within
     ``memory_budget_mb``) from `store` (default: the profile's), unless a `panel` is given,
-    and writes state under ``<data_dir>/evolve``.
+    and writes state under ``<data_dir>/evolve``, holding ``<data_dir>/evolve.lock``.
+    `night` (default: the panel's last session) reads only evaluations of nights up to it.
+
+    Raises
+    ------
+    pitools.locks.LockHeld
+        Another evolve run holds the data folder (exit code 1); nothing was read or written.
+    EvolveError
+        A write failed (a full disk: "no space left …"; exit code 1), naming the file; the
+        log and the checkpoint of the last whole generation are kept.
+    DataFolderNotWritable
+        The data folder cannot be written (exit code 2), naming it.
     """
     from .data import Store, load_panel
     from .data.panel import select_universe
-    from .fitness import fitness_map
 
-    config = config or load_search_config()
     names = list(strategies or _strategies.names())
     for name in names:
         _strategies.get(name)  # unknown names fail before any work
-    if panel is None:
-        st = Store.open(store if store is not None else profile.store_dir)
-        symbols, start = select_universe(st, profile.max_symbols, profile.max_years)
-        panel = load_panel(st, symbols=symbols, start=start, fields=("open", "high", "low", "close"),
-                           memory_budget_mb=profile.memory_budget_mb)
-    night = night or str(panel.dates[-1].date())
+    night = as_night(night)  # so is a malformed night; a date or a Timestamp becomes "YYYY-MM-DD"
+    with contextlib.ExitStack() as held:
+        _take_the_data_folder(held, profile, names)
+        config = config or load_search_config()
+        if panel is None:
+            st = Store.open(store if store is not None else profile.store_dir)
+            symbols, start = select_universe(st, profile.max_symbols, profile.max_years)
+            panel = load_panel(st, symbols=symbols, start=start, fields=("open", "high", "low", "close"),
+                               memory_budget_mb=profile.memory_budget_mb)
+        return _night(profile, names, panel, night or str(panel.dates[-1].date()), config, backend, scheduler,
+                      progress)
+
+
+def _take_the_data_folder(held: contextlib.ExitStack, profile: Profile, names: list[str]) -> None:
+    """Hold ``<data_dir>/evolve.lock`` until `held` closes and check ``<data_dir>/evolve`` can be
+    written: first of all, so a second run or a read-only folder is refused in a moment, not
+    after the imports and the panel."""
+    lock, root = profile.data_dir / "evolve.lock", profile.data_dir / "evolve"
+    with _saving(lock):  # only taking the lock: errors of the night itself are not the lock's
+        held.enter_context(exclusive_lock(
+            lock, {"profile": profile.name, "strategies": names}, "another evolve run",
+            hint="wait for it to finish (a nightly run evolves too), or give this one another data folder "
+                 "with --set data_dir=DIR"))
+    with _saving(root):
+        root.mkdir(exist_ok=True)
+    _check_writable(root)
+
+
+def _night(profile: Profile, names: list[str], panel, night: str, config: SearchConfig, backend: str, scheduler,
+           progress: bool) -> EvolveReport:
+    """The generations of one night, under the evolve lock."""
+    from .fitness import fitness_map
+
     windows = tuple(walk_forward_windows(panel.n_bars, config.scoring))
     root = profile.data_dir / "evolve"
     ctx = EvalContext(panel, windows, config.scoring)
-    states = {name: _StrategyState(root, name, config, profile.seed, profile.population_size) for name in names}
+    states = {name: _StrategyState(root, name, config, profile.seed, profile.population_size, night)
+              for name in names}
     incumbents = {name: st.incumbents(config.incumbents) for name, st in states.items()}
     tonight = {name: [] for name in names}
     best = dict.fromkeys(names, -math.inf)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, PitoolsError
+from .evolution_log import LOG_NAME, as_night, read_evaluations
 
 __all__ = ["INDEX_SYMBOLS", "GROWTH_REFIT", "regime_model_path", "index_series", "refit_reason", "fit_or_update",
            "current_regime", "regime_table", "read_evaluation_log", "night_leaderboard", "previous_night", "changes_since",
@@ -185,7 +186,8 @@ def regime_table(model, labels: pd.Series) -> pd.DataFrame:
 # ---------------------------------------------------------------- evolution logs
 
 def read_evaluation_log(data_dir, night: str | None = None, strategies=None) -> pd.DataFrame:
-    """Evaluations from ``<data_dir>/evolve/<strategy>/evaluations.jsonl`` (torn lines skipped).
+    """Evaluations from ``<data_dir>/evolve/<strategy>/evaluations.jsonl``, read by
+    :func:`pitools.evolution_log.read_evaluations` (lines that are not records skipped, with a warning).
 
     Parameters
     ----------
@@ -202,19 +204,14 @@ def read_evaluation_log(data_dir, night: str | None = None, strategies=None) -> 
         ``strategy``, ``night``, ``generation``, ``params`` (dict), ``fitness`` (NaN when
         the candidate failed), ``incumbent``, and the scoring details of each record.
     """
+    night = as_night(night)
     root = Path(data_dir) / "evolve"
     names = list(strategies) if strategies is not None else sorted(p.name for p in root.glob("*") if p.is_dir())
     rows = []
     for name in names:
-        path = root / name / "evaluations.jsonl"
-        if not path.exists():
-            continue
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if night is None or rec.get("night") == night:
+        # night=: this night and earlier ones (a night reads only its past), then this one alone
+        for rec in read_evaluations(root / name / LOG_NAME, night=night):
+            if night is None or rec["night"] == night:
                 rows.append({"strategy": name, **rec})
     cols = ["strategy", "night", "generation", "params", "fitness", "incumbent"]
     df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)

@@ -1,8 +1,9 @@
 """Tomorrow's signals: the position each strategy wants in each symbol for the next session.
 
 For every strategy, its best parameters (the highest fitness of the latest night in
-``<data_dir>/evolve/<strategy>/evaluations.jsonl``; the strategy's defaults when it has
-never been evolved) are backtested on the latest bars. A symbol's wanted position is the
+``<data_dir>/evolve/<strategy>/evaluations.jsonl`` up to the night asked for — a night
+dated in the future never steers the nights before it; the strategy's defaults when it
+has never been evolved) are backtested on the latest bars. A symbol's wanted position is the
 one the backtest holds once its last bar's order fills (a NaN target holds, a stopped-out
 signal stays flat). The rows go to ``signals`` in trades.db for the
 next NYSE session — replacing that session's rows of those strategies, so rerunning a
@@ -13,7 +14,6 @@ night never duplicates them.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -21,22 +21,22 @@ import pandas as pd
 
 from . import strategies as _strategies
 from .backtest import backtest
+from .evolution_log import LOG_NAME, read_evaluations
 
 __all__ = ["best_params", "next_session", "next_session_signals", "write_next_session_signals"]
 
 
-def best_params(data_dir: str | Path, strategy: str) -> tuple[dict, str]:
-    """(params, where they come from) for `strategy`: the best of its latest evolved night."""
-    path = Path(data_dir) / "evolve" / strategy / "evaluations.jsonl"
-    records = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if rec.get("fitness") is not None:
-                records.append(rec)
+def best_params(data_dir: str | Path, strategy: str, night=None) -> tuple[dict, str]:
+    """(params, where they come from) for `strategy`: the best of its latest evolved night.
+
+    `night` (``YYYY-MM-DD``): only nights up to it count, so re-running a night, or any
+    night after a run dated in the future, uses what was known that night. Default:
+    every night in the log.
+
+    >>> params, where = best_params("data", "sma_cross", night="2026-11-20")   # doctest: +SKIP
+    """
+    path = Path(data_dir) / "evolve" / strategy / LOG_NAME
+    records = [r for r in read_evaluations(path, night=night) if r["fitness"] is not None]
     if not records:
         return dict(_strategies.get(strategy).defaults), "defaults (never evolved)"
     night = max(r["night"] for r in records)
@@ -79,15 +79,16 @@ def write_next_session_signals(db, panel, strategies_=None, data_dir=None, run_i
     session's rows. The nightly run passes the session after its night, so stale data still
     gives positions for tomorrow (from the latest bars there are). `params` (strategy →
     parameters) are used as given; otherwise each strategy's :func:`best_params` from
-    `data_dir` (its defaults without one)."""
+    `data_dir` (its defaults without one), of the nights before `session`."""
     session = str(pd.Timestamp(session).date()) if session is not None else str(next_session(panel.dates[-1]).date())
+    before = str((pd.Timestamp(session) - pd.Timedelta(days=1)).date())  # a night after the session cannot trade it
     names = list(strategies_ or _strategies.names())
     rows = []
     for name in names:
         if params is not None and name in params:
             chosen = params[name]
         else:
-            chosen = best_params(data_dir, name)[0] if data_dir is not None else None
+            chosen = best_params(data_dir, name, night=before)[0] if data_dir is not None else None
         rows += next_session_signals(panel, name, chosen, regime=regime, **backtest_kwargs)
     db.write_signals(session, rows, run_id=run_id, strategies=names)
     return db.signals(session)

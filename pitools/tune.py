@@ -110,27 +110,50 @@ def _step(low: float, high: float) -> float:
 
 def read_parameter_sets(params_dir: str | Path | None = None) -> dict:
     """``params/tuned.yaml`` as ``{strategy: {name: params}}`` ({} when absent); a
-    ConfigError for a malformed file.
+    ConfigError naming the entry for a malformed file.
 
     Example
     -------
     >>> read_parameter_sets()["sma_cross"]["calm_2026"]        # doctest: +SKIP
     {'fast': 12, 'slow': 80}
     """
+    from .params_yaml import load_params_yaml
+
     path = _tuned_path(params_dir)
     if not path.exists():
         return {}
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{str(path)!r} is not valid YAML ({exc}); fix or move it, it was not changed") from None
+        raw = load_params_yaml(path)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}; fix or move it, it was not changed") from None
     raw = {} if raw is None else raw
-    ok = isinstance(raw, dict) and all(isinstance(sets, dict) and all(isinstance(p, dict) for p in sets.values())
-                                       for sets in raw.values())
-    if not ok:
-        raise ConfigError(f"{str(path)!r} must map strategy -> name -> parameters; fix or move it, "
+    problem = _tuned_problem(raw)
+    if problem:
+        raise ConfigError(f"{str(path)!r} must map strategy -> name -> parameters: {problem}; fix or move it, "
                           "it was not changed")
     return raw
+
+
+def _tuned_problem(raw) -> str | None:
+    """What is wrong with the data of tuned.yaml, or None."""
+    from .params_yaml import short_repr
+
+    if not isinstance(raw, dict):
+        return f"got {short_repr(raw)}"
+    for strategy, sets in raw.items():
+        if not isinstance(strategy, str):
+            return f"strategy {short_repr(strategy)} is not a name"
+        if not isinstance(sets, dict):
+            return f"`{strategy}` = {short_repr(sets)} is not a mapping of name -> parameters"
+        for name, params in sets.items():
+            if not isinstance(name, str):
+                return f"`{strategy}`: set name {short_repr(name)} is not a string"
+            if not isinstance(params, dict):
+                return f"`{strategy}.{name}` = {short_repr(params)} is not a mapping of parameter: number"
+            for key, value in params.items():
+                if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
+                    return f"`{strategy}.{name}`: {short_repr(key)}: {short_repr(value)} is not parameter: number"
+    return None
 
 
 def _tuned_path(params_dir) -> Path:
