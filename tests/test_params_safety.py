@@ -46,13 +46,25 @@ def _home(tmp_path: Path, **files: str) -> Path:
     return params.parent
 
 
+# The child's own peak RSS: VmHWM of its address space after exec. (ru_maxrss would carry the
+# RSS of the forked copy of this big pytest process across the exec.)
+_PEAK_PRELUDE = ("import atexit, os\n"
+                 "def _peak():\n"
+                 "    with open('/proc/self/status') as fh, open(os.environ['PT_PEAK_FILE'], 'w') as out:\n"
+                 "        out.write(next(l for l in fh if l.startswith('VmHWM:')).split()[1])\n"
+                 "atexit.register(_peak)\n")
+_CLI_SCRIPT = _PEAK_PRELUDE + "import runpy\nrunpy.run_module('pitools', run_name='__main__', alter_sys=True)\n"
+
+
 def _measured(argv: list[str], env: dict, tmp_path: Path):
     """Run `argv`; ``(returncode, stderr, wall_s, cpu_s, peak_rss_mb)`` of that child alone
-    (os.wait4 reports its own rusage, not that of every child this test session waited on)."""
+    (os.wait4 reports its own CPU time, not that of every child this test session waited on)."""
     err = tmp_path / "stderr.txt"
+    peak = tmp_path / "peak_kb.txt"
     t0 = time.monotonic()
     with open(err, "wb") as fh:
-        proc = subprocess.Popen(argv, cwd=tmp_path, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=fh)
+        proc = subprocess.Popen(argv, cwd=tmp_path, env={**os.environ, **env, "PT_PEAK_FILE": str(peak)},
+                                stdout=subprocess.DEVNULL, stderr=fh)
     killer = threading.Timer(HANG_S, proc.kill)  # the bug hangs: stop it, and fail below
     killer.start()
     try:
@@ -61,10 +73,10 @@ def _measured(argv: list[str], env: dict, tmp_path: Path):
         killer.cancel()
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
     wall = time.monotonic() - t0
-    return proc.returncode, err.read_text(), wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    return proc.returncode, err.read_text(), wall, usage.ru_utime + usage.ru_stime, int(peak.read_text()) / 1024
 
 
-_TUNED_SCRIPT = ("import sys\nfrom pitools.errors import PitoolsError\nfrom pitools.tune import read_parameter_sets\n"
+_TUNED_SCRIPT = _PEAK_PRELUDE + ("import sys\nfrom pitools.errors import PitoolsError\nfrom pitools.tune import read_parameter_sets\n"
                  "try:\n    read_parameter_sets(sys.argv[1])\nexcept PitoolsError as exc:\n"
                  "    print(f'error: {exc}', file=sys.stderr)\n    sys.exit(exc.exit_code)\n")
 
@@ -88,7 +100,7 @@ def test_a_yaml_bomb_in_each_params_file_is_refused_fast_and_small(tmp_path, ste
     if argv is None:  # no command reads tuned.yaml: the notebook's reader, in a fresh interpreter
         cmd = [sys.executable, "-c", _TUNED_SCRIPT, str(home / "params")]
     else:
-        cmd = [sys.executable, "-m", "pitools", *argv, "--set", f"data_dir={data}"]
+        cmd = [sys.executable, "-c", _CLI_SCRIPT, *argv, "--set", f"data_dir={data}"]
     rc, err, wall, cpu, rss = _measured(cmd, {"PITOOLS_HOME": str(home)}, tmp_path)
     print(f"{stem}.yaml bomb: exit {rc}, {wall:.2f} s wall, {cpu:.2f} s CPU, peak RSS {rss:.0f} MB")
     assert rc == 2, err
