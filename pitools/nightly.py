@@ -34,7 +34,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -51,6 +50,7 @@ from pathlib import Path
 
 from .config import Profile, project_root
 from .errors import ConfigError, PitoolsError, did_you_mean
+from .locks import exclusive_lock
 from .reports import LOG_NAME, RUN_FILE, export_html, plotly_asset, read_runs, write_index, write_public
 
 __all__ = ["NightlyError", "NightlyLocked", "NotebookSpec", "RunRecord", "load_nightly", "run_nightly",
@@ -258,31 +258,13 @@ def _kill(pids) -> None:
 OUTPUTS_LOCK = ".nightly.lock"
 
 
-@contextlib.contextmanager
 def _nightly_lock(folder: Path, info: dict, name: str = "nightly.lock"):
-    """An exclusive flock on ``<folder>/<name>``: the kernel drops it when the holder dies
-    (even by kill -9), so a crashed run never blocks the next one. A run takes one in its
-    data directory (trades.db, optimizer state) and one in its outputs folder, which
-    profiles with different data directories share."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    fh = open(path, "a+")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        holder = fh.read().strip() or "unknown"
-        fh.close()
-        raise NightlyLocked(f"another nightly run holds {str(path)!r} ({holder}); wait for it to finish "
-                            "(`systemctl status pitools-nightly` or outputs/index.html shows it)") from None
-    try:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(", ".join(f"{k} {v}" for k, v in info.items()))
-        fh.flush()
-        yield
-    finally:
-        fh.close()
+    """The run's lock on ``<folder>/<name>`` (:func:`pitools.locks.exclusive_lock`). A run takes
+    one in its data directory (trades.db, optimizer state) and one in its outputs folder,
+    which profiles with different data directories share."""
+    return exclusive_lock(folder / name, info, "another nightly run", error=NightlyLocked,
+                          hint="wait for it to finish (`systemctl status pitools-nightly` or "
+                               "outputs/index.html shows it)")
 
 
 # ---------------------------------------------------------------- the run record

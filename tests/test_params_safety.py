@@ -272,7 +272,7 @@ def test_a_search_box_with_an_admissible_corner_is_accepted(tmp_path, strategy, 
 def test_pitools_evolve_refuses_an_impossible_space_before_evaluating(tmp_path, demo_store):
     home = _home(tmp_path, strategies="strategies:\n  sma_cross: {fast: [50, 100], slow: [10, 40]}\n")
     data = tmp_path / "data"
-    cmd = [sys.executable, "-m", "pitools", "evolve", "--profile", "ci", "--set", f"data_dir={data}",
+    cmd = [sys.executable, "-c", _CLI_SCRIPT, "evolve", "--profile", "ci", "--set", f"data_dir={data}",
            "--strategy", "sma_cross", "--store", str(demo_store)]
     rc, err, wall, cpu, rss = _measured(cmd, {"PITOOLS_HOME": str(home)}, tmp_path)
     print(f"impossible space: exit {rc}, {wall:.2f} s wall, {cpu:.2f} s CPU, peak RSS {rss:.0f} MB")

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -50,6 +49,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DamagedStoreError, DataError, NoStoreError, StoreError
+from ..locks import exclusive_lock
 from .atomic import TMP_PREFIX, fsync_dir, write_text_atomic
 
 __all__ = ["Store", "StoreWriter", "FIELDS", "PRICE_FIELDS", "ROW_GROUP_ROWS", "bars_schema"]
@@ -438,21 +438,16 @@ def _check_row_groups(path: Path, part: _Partition, metadata) -> None:
                          f"{[rg[2] for rg in part.row_groups][:5]}: the store is damaged.")
 
 
-def lock_store(root: Path):
-    """Create `root` if needed and take its writer lock (an open file; close it to release)."""
+def lock_store(root: Path) -> contextlib.ExitStack:
+    """Create `root` if needed and take its writer lock; ``close()`` the result to release it."""
+    held = contextlib.ExitStack()
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        fh = open(root / ".lock", "a+")
+        held.enter_context(exclusive_lock(root / ".lock", {}, f"another process is writing the store at "
+                                          f"{str(root)!r}: it", error=StoreError))
     except OSError as exc:
         raise StoreError(f"the store folder {str(root)!r} is not writable ({exc.strerror}); "
                          "check its permissions and free space, or choose another with --store") from None
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.close()
-        raise StoreError(f"another process is writing the store at {str(root)!r}; "
-                         "wait for it to finish and try again") from None
-    return fh
+    return held
 
 
 def write_manifest(root: Path, calendar: str, partitions: dict, meta: dict, info: dict, retired) -> None:
@@ -561,7 +556,7 @@ class StoreWriter:
     def __init__(self, store: Store):
         self.store = store
         self.root = store.root
-        self._lock_fh = lock_store(self.root)
+        self._lock = lock_store(self.root)
         # Re-read under the lock: another writer may have committed since `store` was opened.
         try:
             base = Store.open(self.root) if Store.exists(self.root) else store
@@ -738,7 +733,5 @@ class StoreWriter:
         self._release_lock()
 
     def _release_lock(self) -> None:
-        with contextlib.suppress(Exception):
-            fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
-        self._lock_fh.close()
+        self._lock.close()
 
