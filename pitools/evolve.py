@@ -53,7 +53,7 @@ from .config import Profile, project_root
 from .data.atomic import fsync_dir, write_bytes_atomic, write_text_atomic
 from .errors import ConfigError, PitoolsError, did_you_mean
 from .evolution_log import LOG_NAME, append_evaluations, as_night, read_evaluations
-from .locks import exclusive_lock
+from .locks import NIGHTLY_PID_ENV, exclusive_lock
 from .scoring import Scoring, deflated_sharpe, score_candidate, walk_forward_windows
 
 __all__ = ["SearchConfig", "load_search_config", "evolve", "EvolveReport", "evaluate_candidate", "EvalContext",
@@ -508,6 +508,12 @@ def evolve(profile: Profile, strategies=None, store=None, night: str | None = No
                       progress)
 
 
+def _nightly_runner() -> dict:
+    """``{"nightly": pid}`` when a nightly run started this process's kernel, else ``{}``."""
+    pid = os.environ.get(NIGHTLY_PID_ENV, "")
+    return {"nightly": int(pid)} if pid.isdigit() else {}
+
+
 def _take_the_data_folder(held: contextlib.ExitStack, profile: Profile, names: list[str]) -> None:
     """Hold ``<data_dir>/evolve.lock`` until `held` closes and check ``<data_dir>/evolve`` can be
     written: first of all, so a second run or a read-only folder is refused in a moment, not
@@ -515,7 +521,7 @@ def _take_the_data_folder(held: contextlib.ExitStack, profile: Profile, names: l
     lock, root = profile.data_dir / "evolve.lock", profile.data_dir / "evolve"
     with _saving(lock):  # only taking the lock: errors of the night itself are not the lock's
         held.enter_context(exclusive_lock(
-            lock, {"profile": profile.name, "strategies": names}, "another evolve run",
+            lock, {"profile": profile.name, "strategies": names, **_nightly_runner()}, "another evolve run",
             hint="wait for it to finish (a nightly run evolves too), or give this one another data folder "
                  "with --set data_dir=DIR"))
     with _saving(root):

@@ -28,7 +28,11 @@ from pathlib import Path
 
 from .errors import PitoolsError
 
-__all__ = ["LockHeld", "exclusive_lock", "read_holder"]
+__all__ = ["LockHeld", "exclusive_lock", "read_holder", "NIGHTLY_PID_ENV"]
+
+# Set by the nightly runner for the kernels it starts: a lock they take says which night's
+# runner they belong to, so the next night can tell a leftover of a killed run.
+NIGHTLY_PID_ENV = "PITOOLS_NIGHTLY_PID"
 
 
 class LockHeld(PitoolsError, RuntimeError):

@@ -50,7 +50,7 @@ from pathlib import Path
 
 from .config import Profile, project_root
 from .errors import ConfigError, PitoolsError, did_you_mean
-from .locks import exclusive_lock
+from .locks import NIGHTLY_PID_ENV, LockHeld, exclusive_lock, read_holder
 from .reports import LOG_NAME, RUN_FILE, export_html, plotly_asset, read_runs, write_index, write_public
 
 __all__ = ["NightlyError", "NightlyLocked", "NotebookSpec", "RunRecord", "load_nightly", "run_nightly",
@@ -245,6 +245,42 @@ class _KernelWatch(threading.Thread):
     def stop(self) -> None:
         self._halt.set()
         self.join(timeout=5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_leftovers(data_dir: Path, wait_s: float = 10.0) -> None:
+    """Stop a killed night's kernel that still holds evolve.lock.
+
+    A kernel runs in its own session, so only systemd's cgroup kill reaches it when its
+    runner is killed; it may go on evolving and hold the lock. This run holds the nightly
+    lock, so a holder that names a runner which is gone is such a leftover: kill it and its
+    pool, as the cgroup kill would have, and wait for the lock. A `pitools evolve` a person
+    started names no runner and is left alone (03_research will say the lock is held).
+    """
+    path = data_dir / "evolve.lock"
+    holder = read_holder(path)
+    runner, pid = holder.get("nightly"), holder.get("pid")
+    if not (isinstance(runner, int) and isinstance(pid, int)) or runner == os.getpid() or _alive(runner) \
+            or not _alive(pid):
+        return
+    log.warning("pid %d (evolving for the killed nightly run of pid %d) still holds %s: stopping it", pid, runner, path)
+    _kill([*descendants(pid), pid])
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            with exclusive_lock(path, {"nightly": os.getpid(), "note": "checked free"}, "the killed run's kernel"):
+                return
+        except LockHeld:
+            time.sleep(0.1)
 
 
 def _kill(pids) -> None:
@@ -700,7 +736,9 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
         os.environ.setdefault("NUMBA_CACHE_DIR", str(profile.data_dir / "numba-cache"))
         os.environ.setdefault("PITOOLS_HOME", str(root))
         kernel = ensure_kernel()
+        os.environ[NIGHTLY_PID_ENV] = str(os.getpid())  # the kernels' locks name this runner
         _mark_interrupted(outputs, profile.db_path)
+        _stop_leftovers(profile.data_dir)
         run_id = _start_db_run(profile.db_path, night, profile.name)
         run_dir = _run_dir(outputs, night)
         base = {"profile": profile.name, "overrides": list(overrides), "night": night, "store": str(store_dir),

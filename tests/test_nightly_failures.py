@@ -276,3 +276,47 @@ def test_a_read_only_data_folder_is_bad_input_named_before_anything_is_written(t
         assert tree_digest(outputs) == before  # not even the run lock: the check comes first
         assert tree_digest(data) == data_before
         assert integrity(data / "trades.db", immutable=True) == "ok"
+
+
+def test_a_killed_nights_kernel_that_still_holds_the_evolve_lock_is_stopped_by_the_next_night(tmp_path):
+    """A kernel outlives its runner's kill -9 (its own session) and keeps evolving under the
+    evolve lock; the next night stops it. A person's `pitools evolve` (no runner) is left alone."""
+    import subprocess
+    import sys
+
+    from pitools.locks import LockHeld, exclusive_lock, read_holder
+    from pitools.nightly import _stop_leftovers
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a runner pid that no longer exists
+    hold = ("import sys, time\nfrom pitools.locks import exclusive_lock\n"
+            "info = {'nightly': int(sys.argv[2])} if sys.argv[2] != '-' else {}\n"
+            "with exclusive_lock(sys.argv[1], info, 'x'):\n    print('held', flush=True)\n    time.sleep(60)\n")
+    lock = tmp_path / "evolve.lock"
+
+    def holder(runner: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", hold, str(lock), runner], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    person = holder("-")
+    try:
+        _stop_leftovers(tmp_path, wait_s=1)
+        assert person.poll() is None  # not a night's: left alone
+        with pytest.raises(LockHeld):
+            with exclusive_lock(lock, {}, "x"):
+                pass
+    finally:
+        person.kill()
+        person.wait()
+
+    leftover = holder(str(gone.pid))
+    try:
+        assert read_holder(lock)["nightly"] == gone.pid
+        _stop_leftovers(tmp_path)
+        assert leftover.wait(timeout=10) != 0  # killed
+        with exclusive_lock(lock, {}, "x"):  # and the lock is free for tonight's evolve
+            pass
+    finally:
+        leftover.kill()
+        leftover.wait()
