@@ -1,7 +1,7 @@
 """numba compilation: every kernel cold, then warm import + first call, each in a fresh process.
 
-The cache lives in a fresh temporary ``NUMBA_CACHE_DIR`` (as the profile's
-``<data_dir>/numba-cache`` does on the Pi). "Cold" compiles the eight strategies through
+The cache lives in a fresh temporary ``NUMBA_CACHE_DIR`` (as the per-user
+``~/.cache/pitools/numba`` of :func:`pitools.kernels.cache_dir` does on the Pi). "Cold" compiles the eight strategies through
 ``pt.backtest`` (the numba loop, and the equity/trade-list path) and the public
 indicators; "warm" is a new process with that cache: ``import pitools`` and the first
 backtest, then every other strategy.

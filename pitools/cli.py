@@ -41,8 +41,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (default: the profile's seed)")
     p.add_argument("--end", help="last session YYYY-MM-DD (default: the last closed NYSE session)")
     p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
-    p.add_argument("--force", action="store_true", help="replace an existing store")
-    p.add_argument("--if-missing", action="store_true", help="do nothing when a store already exists")
+    p.add_argument("--force", action="store_true", help="replace an existing store (one of imported bars too)")
+    p.add_argument("--if-missing", action="store_true",
+                   help="keep an existing store (a demo store built without --end that lags the last closed "
+                        "session is extended: the same seed draws the same bars)")
     p.set_defaults(func=_cmd_demo_data)
 
     p = sub.add_parser("ingest", help="import CSV/parquet bar files; bad files are quarantined and reported")
@@ -51,7 +53,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
     p.add_argument("--format", dest="fmt", default="auto", help="auto | yahoo | stooq | parquet (default: auto)")
     p.add_argument("--quarantine", type=Path, help="folder for bad files and rows "
-                   "(default: <data_dir>/quarantine/<timestamp>)")
+                   "(default: quarantine/<timestamp> beside the store folder, i.e. <data_dir>/quarantine/…)")
+    p.add_argument("--force", action="store_true", help="import into a store built by `pitools demo-data` "
+                   "all the same, mixing real and synthetic bars (the store is marked \"source\": \"mixed\")")
     p.add_argument("--no-adjust", dest="adjust", action="store_false",
                    help="keep raw prices even when an Adj Close column is present")
     p.set_defaults(func=_cmd_ingest)
@@ -63,6 +67,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
     p.add_argument("--backend", default="process", help="fitness map: process | serial | dask (default: process)")
     p.add_argument("--scheduler", help="dask scheduler address (with --backend dask), e.g. tcp://pi1:8786")
+    p.add_argument("--date", help="the night to evolve for, YYYY-MM-DD: bars up to it, evaluations of nights up to "
+                   "it (default: the last closed NYSE session, as `pitools nightly`)")
     p.set_defaults(func=_cmd_evolve)
 
     p = sub.add_parser("store", help="the bar store")
@@ -84,8 +90,9 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_profile(p)
     p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
     p.add_argument("--db", type=Path, help="trades database (default: <data_dir>/trades.db of the profile)")
-    p.add_argument("--allow-missed", type=int, default=0, metavar="N",
-                   help="NYSE sessions the data may lag before it counts as stale (default 0)")
+    p.add_argument("--date", help="the night to check for, YYYY-MM-DD (default: the last closed NYSE session)")
+    p.add_argument("--allow-missed", type=int, default=None, metavar="N",
+                   help="NYSE sessions the data may lag the night (default: the profile's max_stale_sessions)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("nightly", help="the nightly run: papermill executes params/nightly.yaml into outputs/<date>/")
@@ -151,21 +158,41 @@ def _cmd_demo_data(args) -> int:
 
     profile = _profile(args)
     store = _store_dir(args, profile)
-    if args.if_missing and Store.exists(store):
-        s = Store.open(store)
-        print(f"store exists: {store} ({len(s.symbols())} symbols, {s.first_date.date()}..{s.last_date.date()}); "
-              "left as it is")
-        return EXIT_OK
     n = args.symbols if args.symbols is not None else profile.demo_symbols
     years = args.years if args.years is not None else profile.demo_years
     seed = args.seed if args.seed is not None else profile.seed
+    force = args.force
+    if args.if_missing and Store.exists(store):
+        s = Store.open(store)
+        source = s.info.get("source")
+        held = "" if source in ("demo", None) else f', "source": "{source}": not the demo'
+        span = f"{store} ({len(s.symbols())} symbols, {s.first_date.date()}..{s.last_date.date()}{held})"
+        behind = _demo_behind(s, args.end)
+        if not behind:
+            print(f"store exists: {span}; left as it is")
+            return EXIT_OK
+        # the demo is its own data source: the same seed draws the same bars, so a later end only
+        # adds the sessions since (stale data would make tonight's signals refuse)
+        print(f"demo store {span} is {behind} session{'s' if behind != 1 else ''} behind: extending it")
+        n, years, seed = (int(s.info.get(k, d)) for k, d in (("n_symbols", n), ("years", years), ("seed", seed)))
+        force = True
     t0 = time.perf_counter()
-    s = make_demo_store(store, n_symbols=n, years=years, seed=seed, end=args.end, force=args.force,
+    s = make_demo_store(store, n_symbols=n, years=years, seed=seed, end=args.end, force=force,
                         progress=reporter("demo-data", unit="symbols"))
     print(f"demo store: {store} — {len(s.symbols())} symbols + {len(s.symbols('index'))} index series, "
           f"{len(s.dates())} sessions {s.first_date.date()}..{s.last_date.date()}, {s.n_rows:,} rows, "
           f"seed {seed}, {time.perf_counter() - t0:.1f} s")
     return EXIT_OK
+
+
+def _demo_behind(store, end) -> int:
+    """Sessions a demo store built to the last closed session (no ``--end``) lags `end` (default:
+    the last closed session); 0 for other stores."""
+    from .data.freshness import resolve_night, sessions_missed
+
+    if store.info.get("source") != "demo" or not store.info.get("follows_calendar") or store.last_date is None:
+        return 0
+    return sessions_missed(store.last_date, resolve_night(end, what="--end"))
 
 
 def _cmd_ingest(args) -> int:
@@ -174,12 +201,9 @@ def _cmd_ingest(args) -> int:
 
     profile = _profile(args)
     store = _store_dir(args, profile)
-    quarantine = args.quarantine
-    if quarantine is None:
-        quarantine = profile.data_dir / "quarantine" / time.strftime("%Y%m%dT%H%M%S")
-    try:
-        report = ingest(args.sources, store, fmt=args.fmt, quarantine=quarantine, adjust=args.adjust,
-                        progress=reporter("ingest", unit="files"))
+    try:  # no --quarantine: ingest puts it beside the store (--store DIR too), not in the profile's data_dir
+        report = ingest(args.sources, store, fmt=args.fmt, quarantine=args.quarantine, adjust=args.adjust,
+                        progress=reporter("ingest", unit="files"), force=args.force)
     except QuarantineError as exc:  # the rest was imported: show what happened, then the error
         print(exc.report.summary())
         raise
@@ -190,22 +214,23 @@ def _cmd_ingest(args) -> int:
     return EXIT_OK
 
 
-def _numba_cache(profile) -> None:
-    """Keep numba's compiled kernels under the profile's data dir (before numba is imported);
-    a NUMBA_CACHE_DIR already in the environment wins."""
+def _numba_cache() -> None:
+    """Point numba at the one cache of compiled kernels (pitools.kernels.cache_dir, shared by
+    every data folder and profile) before numba is imported; a NUMBA_CACHE_DIR already in the
+    environment wins."""
     if "numba" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
         from .kernels import use_cache_dir
 
-        use_cache_dir(profile.data_dir / "numba-cache")
+        use_cache_dir()
 
 
 def _cmd_evolve(args) -> int:
     from .evolve import evolve
 
     profile = _profile(args)
-    _numba_cache(profile)
+    _numba_cache()
     report = evolve(profile, strategies=args.strategies, store=_store_dir(args, profile), backend=args.backend,
-                    scheduler=args.scheduler)
+                    scheduler=args.scheduler, night=args.date)
     print(report.to_text())
     return EXIT_OK
 
@@ -238,7 +263,8 @@ def _cmd_check(args) -> int:
     from .health import check
 
     profile = _profile(args)
-    report = check(profile, store=_store_dir(args, profile), db=args.db, allowed_missed=args.allow_missed)
+    report = check(profile, store=_store_dir(args, profile), db=args.db, night=args.date,
+                   allowed_missed=args.allow_missed)
     print(report.text())
     return EXIT_OK if report.ok else EXIT_FAILED
 

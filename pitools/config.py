@@ -83,6 +83,8 @@ FIELDS: dict[str, FieldSpec] = {
                                default="https://stooq.com/q/d/l/"),
     "http_timeout_s": FieldSpec(float, 0.1, 600.0, "seconds one HTTP request of the http source may take",
                                 default=30.0),
+    "max_stale_sessions": FieldSpec(int, 0, 10_000, "NYSE sessions the store may lag the night before its "
+                                    "signals are refused", default=1),
 }
 
 
@@ -114,6 +116,7 @@ class Profile:
     drop_dir: str
     http_base_url: str
     http_timeout_s: float
+    max_stale_sessions: int
 
     @property
     def store_dir(self) -> Path:

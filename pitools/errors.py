@@ -19,8 +19,11 @@ __all__ = [
     "NoStoreError",
     "DamagedStoreError",
     "StoreExistsError",
+    "MixedDataError",
     "IngestError",
     "MemoryBudgetError",
+    "NightError",
+    "StaleDataError",
     "did_you_mean",
     "check_int",
 ]
@@ -69,12 +72,36 @@ class StoreExistsError(StoreError):
     exit_code = 2
 
 
+class MixedDataError(StoreError):
+    """Real and synthetic bars would end up in one store: real files imported into a store that
+    ``pitools demo-data`` built, or the demo written over imported bars (bad input: choose
+    another store, or ``--force``). ``store`` is the store folder, ``source`` what it holds
+    (its manifest's ``info["source"]``)."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, store: str = "", source: str = ""):
+        super().__init__(message)
+        self.store, self.source = store, source
+
+
 class IngestError(PitoolsError, ValueError):
     """Nothing usable could be imported."""
 
 
 class MemoryBudgetError(PitoolsError, MemoryError):
     """A request would exceed the memory budget; raised before anything is allocated."""
+
+
+class NightError(ConfigError):
+    """A ``--date`` that is not a closed session: in the future, not closed yet, or a day the
+    exchange is closed (bad input: nothing is written)."""
+
+
+class StaleDataError(DataError):
+    """The store is too far behind the night to publish signals from (the work failed: exit 1)."""
+
+    exit_code = 1
 
 
 def check_int(name: str, value: object, low: int, high: int | None = None, allowed: str | None = None,

@@ -5,8 +5,10 @@ start); the report is a few readable lines and ``pitools check`` exits 0 when no
 failed, 1 otherwise.
 
 * data — staleness in *missed NYSE sessions* (the trading calendar, not hours): the
-  sessions that closed after the store's last bar. A weekend or a holiday misses nothing;
-  a Monday without its bar on Tuesday morning is one missed session.
+  sessions of the night (default: the last closed one) and before it that the store has no
+  bar for. A weekend or a holiday misses nothing; a Monday without its bar on Tuesday
+  morning is one missed session. More than the profile's ``max_stale_sessions`` is FAIL
+  (04_signals refuses such a night); symbols without the night's bar are a WARN (no signal).
 * store — every year file the manifest lists is there with the size, sha256 and row
   groups it recorded (a truncated, missing or bit-flipped file fails; ``pitools store repair``).
 * database — trades.db exists and is at the latest schema version.
@@ -29,6 +31,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .config import Profile
+from .kernels import cache_dir
 from .errors import PitoolsError
 
 __all__ = ["Check", "Report", "check", "missed_sessions"]
@@ -59,32 +62,31 @@ class Report:
 
 def missed_sessions(last_bar, now: datetime | None = None) -> tuple[int, object]:
     """(sessions closed after `last_bar` up to `now`, the last closed session)."""
-    import pandas as pd
-
-    from .data.calendar import last_closed_session, sessions
+    from .data.calendar import last_closed_session
+    from .data.freshness import sessions_missed
 
     last_closed = last_closed_session(now)
-    last_bar = pd.Timestamp(last_bar).normalize()
-    if last_bar >= last_closed:
-        return 0, last_closed
-    return len(sessions(last_bar + pd.Timedelta(days=1), last_closed)), last_closed
+    return sessions_missed(last_bar, last_closed), last_closed
 
 
-def _data(store_dir: Path, now, allowed_missed: int) -> Check:
+def _data(store_dir: Path, night, allowed_missed: int) -> Check:
     from .data import Store
+    from .data.freshness import freshness
 
     if not Store.exists(store_dir):
         return Check("data", FAIL, f"no bar store at {store_dir}: run `pitools demo-data` or `pitools ingest`")
     try:
-        last = Store.open(store_dir).last_date
+        fresh = freshness(Store.open(store_dir), night, allowed_missed)
     except PitoolsError as exc:
         return Check("data", FAIL, str(exc))
-    if last is None:
+    if fresh.last_bar is None:
         return Check("data", FAIL, f"the store at {store_dir} is empty")
-    missed, closed = missed_sessions(last, now)
-    detail = (f"last bar {last.date()} ({last.day_name()[:3]}), last closed NYSE session {closed.date()} "
-              f"({closed.day_name()[:3]}): {missed} session{'s' if missed != 1 else ''} missed")
-    return Check("data", FAIL if missed > allowed_missed else OK, detail)
+    if not fresh.ok:
+        return Check("data", FAIL, f"{fresh.summary()}: 04_signals refuses stale data (research still runs); "
+                                   "bring the store up to date")
+    if fresh.stale:
+        return Check("data", WARN, f"{fresh.summary()}; {fresh.stale_text(limit=5)}")
+    return Check("data", OK, fresh.summary())
 
 
 def _store(store_dir: Path) -> Check | None:
@@ -104,6 +106,10 @@ def _store(store_dir: Path) -> Check | None:
 
 
 def _database(db_path: Path) -> Check:
+    """trades.db at this pitools' schema. The nightly creates or migrates it itself before its
+    first notebook (``nightly._start_db_run`` → ``db.open_trades_db``, backup first), so a
+    missing or older database is worth knowing (WARN), not a reason to stop; one that is not
+    SQLite, or newer than this pitools (never downgraded), stops the night: FAIL."""
     from .db import LATEST_VERSION, schema_version
 
     try:
@@ -111,10 +117,14 @@ def _database(db_path: Path) -> Check:
     except PitoolsError as exc:
         return Check("database", FAIL, str(exc))
     if version is None:
-        return Check("database", FAIL, f"no trades database at {db_path}: run `pitools db migrate`")
-    if version != LATEST_VERSION:
-        how = "run `pitools db migrate`" if version < LATEST_VERSION else "this pitools is older than the database"
-        return Check("database", FAIL, f"{db_path} is at schema version {version}, latest is {LATEST_VERSION}: {how}")
+        return Check("database", WARN, f"no trades database at {db_path} yet: the nightly creates it "
+                                       "(or run `pitools db migrate`)")
+    if version < LATEST_VERSION:
+        return Check("database", WARN, f"{db_path} is at schema version {version}, latest is {LATEST_VERSION}: "
+                                       "the nightly migrates it, backup first (or run `pitools db migrate`)")
+    if version > LATEST_VERSION:
+        return Check("database", FAIL, f"{db_path} is at schema version {version}, newer than this pitools "
+                                       f"({LATEST_VERSION}): upgrade pitools (it never downgrades a database)")
     return Check("database", OK, f"{db_path}, schema version {version} (latest)")
 
 
@@ -180,13 +190,24 @@ def _temperature(thermal_root: Path) -> Check | None:
     return Check("temperature", status, f"{hottest:.1f} °C (the Pi throttles at 85 °C)")
 
 
-def check(profile: Profile, store=None, db=None, now: datetime | None = None, allowed_missed: int = 0,
-          min_free_mb: float = 1024.0, thermal_root: str | Path = "/sys/class/thermal") -> Report:
-    """Run every readiness check for `profile`; `now` and the thresholds are for tests and cron."""
+def check(profile: Profile, store=None, db=None, now: datetime | None = None, night=None,
+          allowed_missed: int | None = None, min_free_mb: float = 1024.0,
+          thermal_root: str | Path = "/sys/class/thermal") -> Report:
+    """Every readiness check for `profile` and `night` (default: the last NYSE session closed by
+    `now`); the one verdict ``pitools check`` prints and ``01_data`` shows.
+
+    The data may lag the night by `allowed_missed` sessions (default: the profile's
+    ``max_stale_sessions``, the limit 04_signals enforces). A `night` that is not a closed
+    session raises :class:`~pitools.errors.NightError`.
+    """
+    from .data.freshness import resolve_night
+
     store_dir = Path(store) if store is not None else profile.store_dir
     db_path = Path(db) if db is not None else profile.data_dir / "trades.db"
-    checks = [_data(store_dir, now, allowed_missed), _store(store_dir), _database(db_path),
-              _disk(profile.data_dir, min_free_mb), _memory(profile, store_dir), _numba(profile.data_dir / "numba-cache")]
+    night = resolve_night(night, now)
+    allowed = profile.max_stale_sessions if allowed_missed is None else allowed_missed
+    checks = [_data(store_dir, night, allowed), _store(store_dir), _database(db_path),
+              _disk(profile.data_dir, min_free_mb), _memory(profile, store_dir), _numba(cache_dir())]
     report = Report([c for c in checks if c is not None])
     temp = _temperature(Path(thermal_root))
     if temp is not None:

@@ -13,6 +13,14 @@ would print it into a report). :func:`lab_config` writes ``<data_dir>/lab/server
 (``--config=…``). With ``--config`` jupyter_server reads that file (and ``jupyter_config.*``)
 instead of the user's ``jupyter_server_config.*``: the lab's settings are these, on purpose.
 
+JupyterLab's own setting defaults (:data:`LAB_SETTING_DEFAULTS`: no news pop-up, no update
+check) go in ``<data_dir>/lab/jupyter-config/labconfig/default_setting_overrides.json``, a
+folder put first on the server's ``JUPYTER_CONFIG_PATH`` (JupyterLab reads the ``labconfig``
+folder of every Jupyter config folder), which leaves ``~/.jupyter`` and the environment alone.
+
+Root: JupyterLab refuses to run as root unless given ``--allow-root``, and so does
+``pitools lab``; with ``--allow-root`` it passes the flag on.
+
 The token lives in `token_file` (default ``<data_dir>/lab/token``); a missing one is made
 with :func:`secrets.token_urlsafe`, mode 0600. An empty, short or group/other-readable one is
 refused. For a password instead, make a hash file (the prompt goes to the terminal)::
@@ -47,12 +55,21 @@ from urllib.parse import quote
 from .config import Profile, project_root
 from .data.atomic import fsync_dir, write_text_atomic
 from .errors import ConfigError, check_int
+from .kernels import cache_dir
 from .kernelspec import ensure_kernel
 
-__all__ = ["LabConfig", "lab_config", "run_lab", "lan_addresses", "MIN_TOKEN_CHARS"]
+__all__ = ["LabConfig", "lab_config", "run_lab", "lan_addresses", "MIN_TOKEN_CHARS", "LAB_SETTING_DEFAULTS"]
 
 MIN_TOKEN_CHARS = 16  # the server is on the LAN and has no rate limit on guesses
 CULL_INTERVAL_S = 60
+# Defaults for JupyterLab's own settings (a user's saved choice still wins). JupyterLab 4
+# asks "Would you like to get notified about official Jupyter news?" on every fresh browser
+# profile while `fetchNews` is "none", and checks PyPI for a newer JupyterLab; on a box whose
+# environment is pinned by requirements.lock both are noise, and the news comes from the
+# internet. The announcements plugin reads exactly these two settings.
+LAB_SETTING_DEFAULTS = {
+    "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
+}
 _PASSWORD_HELP = ('(umask 077; python -c "from jupyter_server.auth import passwd; print(passwd())" > {f})')
 
 
@@ -219,8 +236,14 @@ def lab_config(profile: Profile, ip: str = "127.0.0.1", port: int = 8888,
     port = check_int("port", port, 1, 65535)
     cull = check_int("cull_idle_after", cull_idle_after, 0, allowed="a whole number of seconds >= 0 (0: never cull)")
     if os.geteuid() == 0 and not allow_root:
-        raise ConfigError("`pitools lab` refuses to run as root: every kernel would be a root shell on the LAN. "
-                          "Run it as your own user (the systemd unit sets User=), or pass --allow-root if you must")
+        # JupyterLab refuses root the same way; a flag nobody passed must not open a root shell on the LAN
+        sudo_user = os.environ.get("SUDO_USER")
+        instead = (f"Run it without sudo, as {sudo_user!r}" if sudo_user else
+                   "Run it as your own user (the unit of `pitools install-services` sets User=)")
+        raise ConfigError("`pitools lab` refuses to run as root (uid 0), as JupyterLab itself does: every kernel and "
+                          f"terminal would be a root shell for whoever has the token. {instead}; where root is all "
+                          "there is (a container, CI), pass `--allow-root` (`pitools lab --allow-root`), which "
+                          "pitools hands on to JupyterLab")
     if (certfile is None) != (keyfile is None):
         missing, given = ("keyfile", certfile) if keyfile is None else ("certfile", keyfile)
         raise ConfigError(f"`{missing}` is missing: TLS needs both `certfile` and `keyfile` (got only "
@@ -246,6 +269,8 @@ def lab_config(profile: Profile, ip: str = "127.0.0.1", port: int = 8888,
         # /pitools/reports/: outputs/ behind the login, charts included (pitools/lab_reports.py)
         "ServerApp": {"jpserver_extensions": {"pitools.lab_reports": True}},
     })
+    jupyter_config = lab_dir / "jupyter-config"
+    _write_private_json(jupyter_config / "labconfig" / "default_setting_overrides.json", LAB_SETTING_DEFAULTS)
     ensure_kernel()
 
     loopback = address.is_loopback
@@ -272,7 +297,9 @@ def lab_config(profile: Profile, ip: str = "127.0.0.1", port: int = 8888,
 
     env = {k: v for k, v in os.environ.items() if k not in ("JUPYTER_TOKEN", "JUPYTER_TOKEN_FILE")}
     env.setdefault("PITOOLS_HOME", str(root_dir))  # kernels find params/ whatever folder they start in
-    env.setdefault("NUMBA_CACHE_DIR", str(Path(profile.data_dir) / "numba-cache"))  # the nightly run's cache
+    # first on the path: these defaults win over other layers' defaults (a user's setting wins over all)
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join([str(jupyter_config), *filter(None, [env.get("JUPYTER_CONFIG_PATH")])])
+    env.setdefault("NUMBA_CACHE_DIR", str(cache_dir()))  # the nightly run's cache: kernels compiled once
 
     scheme = "https" if cert is not None else "http"
     if address.is_unspecified:

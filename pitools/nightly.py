@@ -31,8 +31,8 @@ trades.db row and the index — each its own step — still say `failed`, not `r
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
+import dataclasses
 import errno
 import json
 import logging
@@ -49,6 +49,7 @@ from pathlib import Path
 
 
 from .config import Profile, project_root
+from .data.freshness import resolve_night
 from .errors import ConfigError, PitoolsError, did_you_mean
 from .locks import NIGHTLY_PID_ENV, LockHeld, exclusive_lock, read_holder
 from .reports import LOG_NAME, RUN_FILE, export_html, plotly_asset, read_runs, write_index, write_public
@@ -644,17 +645,6 @@ def _socket_dir(data_dir: Path) -> Path:
     return path
 
 
-def _resolve_night(night, store_dir: Path) -> str:
-    if night is None:
-        from .data.calendar import last_closed_session
-
-        return str(last_closed_session().date())
-    try:
-        return str(dt.date.fromisoformat(str(night)))
-    except ValueError:
-        raise ConfigError(f"`--date` = {night!r} is not a date; use YYYY-MM-DD, e.g. 2026-11-20") from None
-
-
 class _RunLog(logging.FileHandler):
     """``<run>/nightly.log``. A line it cannot write (a full disk) is said once on stderr, in
     one line — not logging's traceback for every record — and later lines still try: the
@@ -725,7 +715,7 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
     _check_parameters(specs)
     store_dir = Path(store) if store is not None else profile.store_dir
     Store.open(store_dir)  # a missing or damaged store is bad input: nothing is written yet
-    night = _resolve_night(night, store_dir)
+    night = str(resolve_night(night).date())  # a future or closed day is bad input: nothing written yet
     outputs = Path(outputs) if outputs is not None else root / "outputs"
     _check_outputs(outputs)
     _check_data_dir(profile.data_dir)
@@ -733,7 +723,8 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
     lock_info = {"pid": os.getpid(), "started": _now(), "profile": profile.name, "night": night}
     with _nightly_lock(profile.data_dir, lock_info), _nightly_lock(outputs, lock_info, OUTPUTS_LOCK), \
             _sigterm_as_interrupt():
-        os.environ.setdefault("NUMBA_CACHE_DIR", str(profile.data_dir / "numba-cache"))
+        from .kernels import cache_dir  # one numba cache for every data folder and profile
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir()))
         os.environ.setdefault("PITOOLS_HOME", str(root))
         kernel = ensure_kernel()
         os.environ[NIGHTLY_PID_ENV] = str(os.getpid())  # the kernels' locks name this runner

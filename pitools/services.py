@@ -1,4 +1,4 @@
-"""systemd units of the box: render ``scheduled/*.in`` for this machine and install them.
+r"""systemd units of the box: render ``scheduled/*.in`` for this machine and install them.
 
 Four units: ``pitools-nightly.service`` (the nightly run, with cgroup memory limits and a
 wall-clock limit), ``pitools-nightly-failed.service`` (its ``OnFailure=`` hook),
@@ -6,10 +6,23 @@ wall-clock limit), ``pitools-nightly-failed.service`` (its ``OnFailure=`` hook),
 LAN). Templates hold ``@NAME@`` fields; :func:`render_units` fills them from a profile,
 the interpreter pitools runs in and the checkout; :func:`install_services` writes them
 and enables the timer (what ``pitools install-services`` does).
+
+The units run exactly the profile they were rendered from: every field in which it
+differs from the profile of that name in the checkout's ``params/profiles.yaml`` (the
+``--set`` overrides of ``pitools install-services``, or a ``Profile.replace``) is carried
+into ``ExecStart=`` as ``--set KEY=VALUE``, and read back through :func:`load_profile`
+at render time to prove the unit gets the same profile.
+
+Quoting (systemd.service(5), "Command lines"; systemd.unit(5), "Specifiers"): systemd
+first replaces specifiers in the whole line (``%%`` is a literal ``%``), then splits it
+into words like a shell without globbing or pipes (double quotes group, ``\\`` and
+``\"`` are a backslash and a quote inside them), then expands ``$NAME`` in each word
+(``$$`` is a literal ``$``). :func:`_arg` writes a word so that this gives back the value.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import os
 import pwd
@@ -21,9 +34,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import Profile, project_root
+from .config import PROFILES_FILE, Profile, load_profile, project_root
 from .data.atomic import write_text_atomic
-from .errors import PitoolsError, check_int, did_you_mean
+from .errors import ConfigError, PitoolsError, check_int, did_you_mean
+from .kernels import cache_dir
 
 __all__ = ["UNIT_NAMES", "ServiceError", "SystemctlError", "render_units", "install_services",
            "unit_dir"]
@@ -36,6 +50,7 @@ TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "scheduled"
 _FIELD = re.compile(r"@([A-Z_]+)@")
 _PLAIN_ARG = re.compile(r"[\w@%$+=:,./-]+")
 _BAD_CHARS = re.compile(r'[\x00-\x1f\x7f"\\]')
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ServiceError(PitoolsError, ValueError):
@@ -59,9 +74,49 @@ def _safe(name: str, value: str) -> str:
 
 
 def _arg(name: str, value: str) -> str:
-    """One word of ``ExecStart=``: escaped, double-quoted when it holds spaces."""
-    text = _safe(name, value).replace("$", "$$")
-    return text if _PLAIN_ARG.fullmatch(text) else f'"{text}"'
+    r"""One word of ``ExecStart=`` that systemd reads back as `value` (see the module docstring):
+    ``%`` → ``%%``, ``$`` → ``$$``; double-quoted, with ``\\`` and ``\"`` escaped, unless it is plain."""
+    if _CONTROL_CHARS.search(value):
+        raise ServiceError(f"`{name}` = {value!r} cannot go into a systemd unit: it holds a line break or "
+                           "another control character; use a value without them")
+    text = value.replace("%", "%%").replace("$", "$$")
+    if _PLAIN_ARG.fullmatch(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _set_text(value: object) -> str:
+    """A profile value as the VALUE of ``--set KEY=VALUE`` (lists comma-separated)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)  # the shortest text that reads back as the same float
+    if isinstance(value, (list, tuple)):
+        return ",".join(_set_text(v) for v in value)
+    return str(value)
+
+
+def _carried_overrides(profile: Profile, root: Path) -> list[str]:
+    """``KEY=VALUE`` for every field where `profile` differs from the profile of its name in
+    `root`'s profiles file — what the units must pass so that they run `profile` itself."""
+    file = root / PROFILES_FILE
+    if not file.is_file():
+        raise ServiceError(f"`root` = {str(root)!r} has no {PROFILES_FILE}: the units run pitools in that "
+                           "folder, so it must be the pitools checkout; pass it as `root`")
+    try:
+        base = load_profile(profile.name, path=file)
+    except ConfigError as exc:
+        raise ServiceError(f"the units would run `pitools nightly --profile {profile.name}` in {str(root)!r}, "
+                           f"but its {PROFILES_FILE} does not give that profile: {exc}") from None
+    names = [f.name for f in dataclasses.fields(profile) if f.name != "name"]
+    sets = [f"{n}={_set_text(getattr(profile, n))}" for n in names if getattr(profile, n) != getattr(base, n)]
+    again = load_profile(profile.name, overrides=sets, path=file)
+    lost = [n for n in names if getattr(again, n) != getattr(profile, n)]
+    if lost:
+        shown = ", ".join(f"`{n}` = {getattr(profile, n)!r}" for n in lost)
+        raise ServiceError(f"{shown} cannot be passed to the units as `--set` (it does not read back the same); "
+                           f"set it in profile {profile.name!r} of {str(file)!r} instead")
+    return sets
 
 
 def _env(name: str, key: str, value: str) -> str:
@@ -111,7 +166,8 @@ def render_units(profile: Profile, user_mode: bool = False, user: str | None = N
     ----------
     profile : Profile
         Gives ``schedule``, ``nightly_timeout_min``, ``memory_high_mb``, ``memory_max_mb``,
-        ``nice`` and ``data_dir`` (numba cache, lab token file).
+        ``nice`` and ``data_dir`` (lab token file). The nightly and lab units run it with
+        ``--set`` for each field where it differs from the file's profile of that name.
     user_mode : bool
         True: units for ``systemctl --user`` (no ``User=``/``Group=``, the lab is wanted by
         ``default.target``). False: system units that run as `user`.
@@ -151,6 +207,7 @@ def render_units(profile: Profile, user_mode: bool = False, user: str | None = N
     root = Path(os.path.abspath(project_root() if root is None else root))
     if not root.is_dir():
         raise ServiceError(f"`root` = {str(root)!r} is not a directory; pass the pitools checkout")
+    _safe("root", str(root))  # WorkingDirectory= takes no quotes: refuse before anything else about it
     if user_mode and profile.nice < 0:
         raise ServiceError(f"profile `nice` = {profile.nice!r} is below 0, which a --user unit may not "
                            "ask for; use 0..19 or install system units (sudo, without --user)")
@@ -163,14 +220,21 @@ def render_units(profile: Profile, user_mode: bool = False, user: str | None = N
         user_lines = f"User={_safe('user', user)}\nGroup={_safe('group', group)}"
         network = "Wants=network-online.target\nAfter=network-online.target"
     data_dir = Path(profile.data_dir)
+    sets = _carried_overrides(profile, root)
+    # the numba cache of the user the units run as (pitools.kernels.cache_dir): this shell's
+    # environment only when that user is the one installing, else that user's home
+    env = os.environ if entry.pw_uid == os.geteuid() else {"HOME": entry.pw_dir}
     fields = {
         "PROFILE": _safe("profile", profile.name),
         "PROFILE_ARG": _arg("profile", profile.name),
+        # the profile as rendered: its name and every override, so the timer runs this store
+        "PROFILE_ARGS": " ".join(["--profile", _arg("profile", profile.name),
+                                  *(f"--set {_arg('--set', s)}" for s in sets)]),
         "NETWORK": network,
         "USER_LINES": user_lines,
         "ROOT": _safe("root", str(root)),
         "ENV_HOME": _env("root", "PITOOLS_HOME", str(root)),
-        "ENV_NUMBA": _env("data_dir", "NUMBA_CACHE_DIR", str(data_dir / "numba-cache")),
+        "ENV_NUMBA": _env("numba cache dir", "NUMBA_CACHE_DIR", str(cache_dir(env))),
         "PYTHON": _arg("python", str(python)),
         "TIMEOUT_MIN": str(int(profile.nightly_timeout_min)),
         "MEMORY_HIGH_MB": str(int(profile.memory_high_mb)),
@@ -190,7 +254,9 @@ def render_units(profile: Profile, user_mode: bool = False, user: str | None = N
     for name in UNIT_NAMES:
         template = _template(name, root)
         fields["HEADER"] = (f"{name}: rendered by `pitools install-services` from scheduled/{name}.in "
-                            f"for profile {profile.name!r}; change the template or the profile, not this file.")
+                            f"for profile {profile.name!r}"
+                            + (f" with {' '.join('--set ' + s for s in sets)}" if sets else "")
+                            + "; change the template or the profile, not this file.")
         units[name] = _fill(name, template, fields)
     return units
 
@@ -322,5 +388,6 @@ def install_services(profile: Profile, user_mode: bool = False, dry_run: bool = 
     lines.append(f"JupyterLab is installed but not started: `{sudo}{sc} enable --now pitools-lab.service` "
                  f"(the token goes in {Path(profile.data_dir) / 'lab' / 'token'})")
     if not user_mode and user == "root":
-        lines.append("note: the units run as root; run the installer with sudo from your own login to run them as you")
+        lines.append("note: the units run as root; run the installer with sudo from your own login to run them as you "
+                     "(pitools-lab.service refuses to start as root: every kernel would be a root shell on the LAN)")
     return "\n".join(lines) + "\n" + _memory_note()

@@ -23,7 +23,7 @@ from . import strategies as _strategies
 from .backtest import backtest
 from .evolution_log import LOG_NAME, read_evaluations
 
-__all__ = ["best_params", "next_session", "next_session_signals", "write_next_session_signals"]
+__all__ = ["best_params", "fresh_symbols", "next_session", "next_session_signals", "write_next_session_signals"]
 
 
 def best_params(data_dir: str | Path, strategy: str, night=None) -> tuple[dict, str]:
@@ -52,19 +52,33 @@ def next_session(last_date) -> pd.Timestamp:
     return sessions(last + pd.Timedelta(days=1), last + pd.Timedelta(days=15))[0]
 
 
-def next_session_signals(panel, strategy: str, params: dict | None = None, direction: str = "long_only",
-                         regime: str | None = None, **backtest_kwargs) -> list[dict]:
-    """One row per symbol that has bars: symbol, strategy, side (long/short/flat), strength, params, regime.
+def fresh_symbols(panel, night) -> set[str]:
+    """The symbols of `panel` with a bar (a close) on the session `night`; only they get signals."""
+    night = pd.Timestamp(night).normalize()
+    if len(panel.dates) == 0 or panel.dates[-1] != night:  # the panel has no bar on the night at all
+        return set()
+    last = panel.field("close")[-1]
+    return {s for s, c in zip(panel.symbols, last) if not math.isnan(c)}
 
-    The side is the backtest's own next position (``res.next_positions``): the last bar's
-    order once filled, so holds, stops and the long-only clip are the simulation's.
+
+def next_session_signals(panel, strategy: str, params: dict | None = None, direction: str = "long_only",
+                         regime: str | None = None, night=None, **backtest_kwargs) -> list[dict]:
+    """One row per symbol that has a bar on `night` (default: the panel's last session):
+    symbol, strategy, side (long/short/flat), strength, params, regime.
+
+    A symbol without the night's bar gets no row: a signal is only ever computed from fresh
+    data. The side is the backtest's own next position (``res.next_positions``): the last
+    bar's order once filled, so holds, stops and the long-only clip are the simulation's.
     """
     checked = _strategies.get(strategy).validate(params)
+    fresh = fresh_symbols(panel, night if night is not None else panel.dates[-1])
+    if not fresh:
+        return []
     wanted = backtest(strategy, panel, checked, direction=direction, **backtest_kwargs).next_positions
     rows = []
     for symbol, pos in wanted.items():
-        if math.isnan(pos):
-            continue  # no bars
+        if math.isnan(pos) or symbol not in fresh:
+            continue  # no bars, or none on the night: stale
         side = "long" if pos > 0 else "short" if pos < 0 else "flat"
         rows.append({"symbol": symbol, "strategy": strategy, "side": side, "strength": 1.0 if side != "flat" else 0.0,
                      "params": checked, "regime": regime})
@@ -72,15 +86,17 @@ def next_session_signals(panel, strategy: str, params: dict | None = None, direc
 
 
 def write_next_session_signals(db, panel, strategies_=None, data_dir=None, run_id: int | None = None,
-                               regime: str | None = None, session=None, params: dict | None = None,
+                               regime: str | None = None, session=None, params: dict | None = None, night=None,
                                **backtest_kwargs) -> pd.DataFrame:
     """Signals of `strategies_` (default: all eight) for `session` (default: the session after
-    the panel's last bar), written to `db` (a :class:`pitools.db.TradesDB`); returns that
-    session's rows. The nightly run passes the session after its night, so stale data still
-    gives positions for tomorrow (from the latest bars there are). `params` (strategy →
+    `night`, which defaults to the panel's last bar), written to `db` (a
+    :class:`pitools.db.TradesDB`); returns that session's rows. Only symbols with a bar on
+    `night` get a row (:func:`fresh_symbols`); the rows of the session for these strategies
+    are replaced, so a symbol gone stale loses its earlier row. `params` (strategy →
     parameters) are used as given; otherwise each strategy's :func:`best_params` from
     `data_dir` (its defaults without one), of the nights before `session`."""
-    session = str(pd.Timestamp(session).date()) if session is not None else str(next_session(panel.dates[-1]).date())
+    night = pd.Timestamp(night).normalize() if night is not None else panel.dates[-1]
+    session = str(pd.Timestamp(session).date()) if session is not None else str(next_session(night).date())
     before = str((pd.Timestamp(session) - pd.Timedelta(days=1)).date())  # a night after the session cannot trade it
     names = list(strategies_ or _strategies.names())
     rows = []
@@ -89,6 +105,6 @@ def write_next_session_signals(db, panel, strategies_=None, data_dir=None, run_i
             chosen = params[name]
         else:
             chosen = best_params(data_dir, name, night=before)[0] if data_dir is not None else None
-        rows += next_session_signals(panel, name, chosen, regime=regime, **backtest_kwargs)
+        rows += next_session_signals(panel, name, chosen, regime=regime, night=night, **backtest_kwargs)
     db.write_signals(session, rows, run_id=run_id, strategies=names)
     return db.signals(session)

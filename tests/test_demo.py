@@ -10,7 +10,8 @@ import pytest
 
 import pitools as pt
 from pitools.data.calendar import sessions
-from pitools.errors import DataError, StoreError
+from pitools.data.ingest import ingest
+from pitools.errors import DataError, MixedDataError, StoreError
 
 from conftest import END
 
@@ -142,3 +143,50 @@ def test_existing_store_is_refused_unless_forced(tmp_path):
         w.commit()
     on_disk = {str(p) for p in (path / "bars").rglob("*.parquet")}
     assert listed == on_disk, "files of the replaced store are removed one commit later"
+
+
+def test_the_manifest_records_the_demo_and_imported_bars_are_not_overwritten(tmp_path):
+    path = tmp_path / "s"
+    store = pt.make_demo_store(path, n_symbols=3, years=1, seed=1, end=END)
+    assert store.info == {"source": "demo", "seed": 1, "n_symbols": 3, "years": 1, "end": END}
+    (tmp_path / "KO.csv").write_text("Date,Open,High,Low,Close,Volume\n2026-11-19,60,61,59,60.5,100\n"
+                                     "2026-11-20,60.5,62,60,61.5,120\n")
+    real = tmp_path / "real"
+    ingest(tmp_path / "KO.csv", real, quarantine=tmp_path / "q")
+    before = tree_bytes(real)
+    with pytest.raises(MixedDataError, match="holds bars imported by `pitools ingest`.*--force") as info:
+        pt.make_demo_store(real, n_symbols=3, years=1, seed=1, end=END)
+    assert isinstance(info.value, StoreError) and info.value.exit_code == 2 and info.value.source == "ingest"
+    assert tree_bytes(real) == before
+    replaced = pt.make_demo_store(real, n_symbols=3, years=1, seed=1, end=END, force=True)
+    assert replaced.info["source"] == "demo" and "KO" not in replaced.symbols(None)
+
+
+def test_if_missing_extends_a_demo_store_that_follows_the_calendar(tmp_path):
+    """`make run` a week later: the demo store built to "the last closed session" then is stale now;
+    `demo-data --if-missing` extends it, with the same bars on the days both have."""
+    import json
+
+    from conftest import run_cli
+    from pitools.data.calendar import last_closed_session
+
+    store = tmp_path / "store"
+    pt.make_demo_store(store, n_symbols=6, years=1, seed=3, end=END)
+    before = pt.load_panel(store, end=END)
+    kept = run_cli("demo-data", "--profile", "ci", "--store", str(store), "--if-missing")
+    assert kept.returncode == 0 and "left as it is" in kept.stdout  # an explicit --end is kept
+    manifest = store / "manifest.json"  # as if built without --end on END's evening
+    doc = json.loads(manifest.read_text())
+    doc["info"]["follows_calendar"] = True
+    manifest.write_text(json.dumps(doc))
+    proc = run_cli("demo-data", "--profile", "ci", "--store", str(store), "--if-missing")
+    latest = last_closed_session()
+    missed = len(sessions(pd.Timestamp(END) + pd.Timedelta(days=1), latest))
+    assert proc.returncode == 0 and f"is {missed} sessions behind: extending it" in proc.stdout, proc.stdout
+    st = pt.Store.open(store)
+    assert st.last_date == latest and st.info["follows_calendar"] and st.info["seed"] == 3
+    after = pt.load_panel(store, end=END)  # the extended store's history up to END: the same bars
+    common = [s for s in before.symbols if s in after.symbols]
+    assert len(common) >= 5
+    old, new = before.to_frame("close")[common], after.to_frame("close")[common]
+    pd.testing.assert_frame_equal(old.loc[new.index[0]:], new)

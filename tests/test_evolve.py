@@ -251,7 +251,9 @@ def test_pitools_evolve_prints_the_leaderboard(tmp_path, demo_store):
     assert out.returncode == 0, out.stderr
     assert "is_sharpe" in out.stdout and "oos_sharpe" in out.stdout and "deflated_sharpe" in out.stdout
     assert "8 evaluations in" in out.stdout and "pool peak PSS" in out.stdout
-    assert any((tmp_path / "numba-cache").rglob("*.nbi"))  # kernels cached under the data dir
+    from pitools.kernels import cache_dir
+
+    assert any(cache_dir().rglob("*.nbi")) and not (tmp_path / "numba-cache").exists()  # one cache per user
 
 
 def test_pitools_evolve_names_an_unknown_strategy(tmp_path, demo_store):

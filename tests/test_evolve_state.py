@@ -183,9 +183,9 @@ def test_a_night_reads_only_its_past(tmp_path):
 def test_a_night_in_the_future_does_not_steer_the_nights_before_it(tmp_path, demo_store, config):
     _night(tmp_path, demo_store, config, "2026-11-19")
     first = read_evaluations(_log_path(tmp_path))
-    _night(tmp_path, demo_store, config, "2100-01-01")
+    _night(tmp_path, demo_store, config, "2026-11-30")  # a later night run first (a typo'd --date)
     rep = _night(tmp_path, demo_store, config, "2026-11-20")
-    # its checkpoint is the 2100 night's: rebuilt from the log up to 2026-11-20, i.e. from the first night
+    # its checkpoint is the later night's: rebuilt from the log up to 2026-11-20, i.e. from the first night
     assert rep.leaderboard.loc[0, "optimizer_state"] == "rebuilt from log"
     assert rep.leaderboard.loc[0, "trials"] == len(first) + 4
     tonight = [r for r in read_evaluations(_log_path(tmp_path)) if r["night"] == "2026-11-20"]

@@ -656,3 +656,17 @@ def test_infinite_values_in_parquet_are_rejected(tmp_path):
     report = ingest(tmp_path / "INF.parquet", tmp_path / "store", quarantine=tmp_path / "q")
     assert report.files[0].reasons == {"non-finite value in `volume`": 1}
     assert np.isfinite(stored(tmp_path / "store")["volume"]).all()
+
+
+def test_without_a_quarantine_folder_bad_input_goes_beside_the_store(tmp_path):
+    rows = [yahoo_row(d, i) for i, d in enumerate(SESSIONS[:4])]
+    rows[1] = _with(rows[1], 4, "abc")
+    write_csv(tmp_path / "in" / "AAA.csv", YAHOO_HEADER, rows)
+    store = tmp_path / "data" / "store"
+    first = ingest(tmp_path / "in", store)
+    second = ingest(tmp_path / "in", store)  # perhaps within the same second: still a folder of its own
+    assert first.quarantine_dir.parent == second.quarantine_dir.parent == tmp_path / "data" / "quarantine"
+    assert first.quarantine_dir != second.quarantine_dir
+    for report in (first, second):
+        assert (report.quarantine_dir / "AAA.csv.rejected.csv").is_file() and report.source == "ingest"
+    assert pt.Store.open(store).info["source"] == "ingest"

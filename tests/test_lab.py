@@ -45,8 +45,11 @@ def _request(port, method, path, token=None, body=None, headers=None):
 
 @contextlib.contextmanager
 def _running(cfg, tmp_path):
-    """A real JupyterLab from cfg (conftest.running_lab), its runtime files kept out of ~."""
-    env = {**cfg.env, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
+    """A real JupyterLab from cfg (conftest.running_lab), its runtime files and settings kept
+    out of ~ (a fresh user: no saved JupyterLab settings)."""
+    env = {**cfg.env, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces")}
     with running_lab(cfg, env, tmp_path / "lab.log") as (proc, port):
         yield proc, port
 
@@ -81,6 +84,16 @@ def test_real_lab_needs_the_token(server, tmp_path):
     assert status == 200
     names = {item["name"] for item in json.loads(body)["content"]}
     assert {"notebooks", "outputs"} <= names
+
+    # no news question, no update check: the announcements plugin asks while `fetchNews` is
+    # "none" (JupyterLab's default) and reads these settings as the server serves them
+    status, _, body = _request(port, "GET", "/lab/api/settings/@jupyterlab/apputils-extension:notification",
+                               token=token)
+    assert status == 200, body
+    served = json.loads(body)
+    defaults = {k: v["default"] for k, v in served["schema"]["properties"].items()}
+    assert defaults["fetchNews"] == "false" and defaults["checkForUpdates"] is False
+    assert "fetchNews" not in served["settings"]  # a default: a user who opts in from Settings wins
 
     status, _, body = _request(port, "POST", "/api/kernels", token=token, body={"name": "pitools"})
     assert status == 201, body
@@ -216,10 +229,19 @@ def test_tls_needs_both_files(profile, tmp_path):
     assert cfg.url.startswith("https://") and f"--ServerApp.certfile={cert}" in cfg.argv
 
 
-@pytest.mark.skipif(not AS_ROOT, reason="only meaningful as root")
-def test_root_is_refused_unless_allowed(profile):
-    with pytest.raises(PitoolsError, match="refuses to run as root"):
+def test_root_is_refused_unless_allowed(profile, monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 0)  # what CI containers and `sudo` are
+    monkeypatch.delenv("SUDO_USER", raising=False)
+    with pytest.raises(PitoolsError, match=r"refuses to run as root \(uid 0\).*pass `--allow-root`") as err:
         lab_config(profile)
+    assert err.value.exit_code == 2 and "own user" in str(err.value)
+    monkeypatch.setenv("SUDO_USER", "pi")
+    with pytest.raises(PitoolsError, match="without sudo, as 'pi'"):
+        lab_config(profile)
+    # allowed: JupyterLab gets its own --allow-root, or it would refuse to start
+    assert "--allow-root" in lab_config(profile, allow_root=True).argv
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert "--allow-root" not in lab_config(profile, allow_root=True).argv  # not root: nothing to allow
 
 
 def test_real_lab_with_a_password(profile, tmp_path):

@@ -8,7 +8,11 @@ manager in a container); where even that cannot start, the system verify is used
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import pwd
+import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -19,8 +23,10 @@ import pytest
 from pitools import services
 from pitools.config import load_profile
 from pitools.errors import PitoolsError
+from pitools.kernels import cache_dir
 from pitools.services import UNIT_NAMES, ServiceError, SystemctlError, install_services, render_units
 
+ROOT = Path(__file__).resolve().parents[1]
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
 
@@ -62,6 +68,55 @@ def verify(folder: Path, user_mode: bool, tmp_path: Path) -> tuple[int, str]:
             return res.returncode, res.stdout + res.stderr
     res = subprocess.run([*base, *files], capture_output=True, text=True, timeout=60, env=env)
     return res.returncode, res.stdout + res.stderr
+
+
+def systemd_argv(line: str) -> list[str]:
+    """The argv systemd runs for one ``ExecStart=`` value, by its rules (systemd.service(5)
+    "Command lines", systemd.unit(5) "Specifiers"), written out independently of pitools:
+    split into words (double or single quotes group; a backslash escapes the next character,
+    C escapes included), then in each word ``%%`` → ``%`` and ``$$`` → ``$``. Any other
+    specifier or ``$NAME`` would be replaced by systemd, so it fails here."""
+    escapes = {"n": "\n", "t": "\t", "r": "\r", "a": "\a", "b": "\b", "f": "\f", "v": "\v", "s": " "}
+    words, word, quote, in_word, i = [], [], None, False, 0
+    while i < len(line):
+        c = line[i]
+        if c == "\\":
+            nxt = line[i + 1]
+            word.append(escapes.get(nxt, nxt))
+            in_word, i = True, i + 2
+            continue
+        if quote:
+            if c == quote:
+                quote = None
+            else:
+                word.append(c)
+        elif c in "\"'":
+            quote, in_word = c, True
+        elif c.isspace():
+            if in_word:
+                words.append("".join(word))
+            word, in_word = [], False
+        else:
+            word.append(c)
+            in_word = True
+        i += 1
+    assert quote is None, f"unbalanced quote in {line!r}"
+    if in_word:
+        words.append("".join(word))
+    out = []
+    for w in words:
+        assert not re.search(r"%[^%]", w.replace("%%", "")), f"a specifier systemd would expand in {w!r}"
+        assert not re.search(r"\$[^$]", w.replace("$$", "")), f"a variable systemd would expand in {w!r}"
+        out.append(w.replace("%%", "%").replace("$$", "$"))
+    return out
+
+
+def exec_start(unit_text: str) -> list[str]:
+    (line,) = directives(unit_text)["ExecStart"]
+    argv = systemd_argv(line)
+    # a second, unrelated reading: shlex after undoing systemd's own escapes
+    assert shlex.split(line.replace("%%", "%").replace("$$", "$")) == argv, line
+    return argv
 
 
 def directives(text: str) -> dict[str, list[str]]:
@@ -126,8 +181,10 @@ def test_limits_and_priority_come_from_the_profile(tmp_path):
     assert nightly["MemorySwapMax"] == ["0"] and nightly["KillMode"] == ["control-group"]
     assert nightly["OnFailure"] == ["pitools-nightly-failed.service"] and nightly["Type"] == ["oneshot"]
     python = os.path.abspath(sys.executable)
-    assert nightly["ExecStart"] == [f"{python} -m pitools nightly --profile ci"]
-    assert f'"NUMBA_CACHE_DIR={p.data_dir / "numba-cache"}"' in nightly["Environment"]
+    carried = ('--profile ci --set nightly_timeout_min=45 --set memory_high_mb=1500 --set memory_max_mb=1800 '
+               '--set nice=5 --set "schedule=*-*-* 02:15:00"')  # the replaced fields: the unit runs this profile
+    assert nightly["ExecStart"] == [f"{python} -m pitools nightly {carried}"]
+    assert f'"NUMBA_CACHE_DIR={cache_dir()}"' in nightly["Environment"]  # one cache, not per data folder
     assert '"PYTHONUNBUFFERED=1"' in nightly["Environment"]
     failed = directives(units["pitools-nightly-failed.service"])
     assert failed["ExecStart"] == [f"{python} -m pitools nightly-failed --profile ci --unit pitools-nightly.service"]
@@ -135,7 +192,7 @@ def test_limits_and_priority_come_from_the_profile(tmp_path):
     assert timer["OnCalendar"] == ["*-*-* 02:15:00"] and timer["Persistent"] == ["true"]
     assert timer["Unit"] == ["pitools-nightly.service"] and timer["WantedBy"] == ["timers.target"]
     lab = directives(units["pitools-lab.service"])
-    assert lab["ExecStart"] == [f"{python} -m pitools lab --profile ci --ip 0.0.0.0 --port 9999 "
+    assert lab["ExecStart"] == [f"{python} -m pitools lab {carried} --ip 0.0.0.0 --port 9999 "
                                 f"--token-file {p.data_dir / 'lab' / 'token'}"]
     assert lab["MemoryMax"] == ["768M"] and lab["Restart"] == ["on-failure"]
 
@@ -146,8 +203,9 @@ def test_paths_with_spaces_and_percent_are_quoted_and_escaped(tmp_path):
     venv.mkdir(parents=True)
     (venv / "python").symlink_to(sys.executable)  # a venv's python is a symlink: kept, not resolved
     root = tmp_path / "check out"
-    root.mkdir()
-    units = render_units(load_profile("ci"), python=venv / "python", root=root)
+    (root / "params").mkdir(parents=True)
+    shutil.copy(ROOT / "params" / "profiles.yaml", root / "params")
+    units = render_units(load_profile("ci", path=root / "params" / "profiles.yaml"), python=venv / "python", root=root)
     nightly = directives(units["pitools-nightly.service"])
     assert nightly["ExecStart"] == [f'"{str(venv / "python").replace("%", "%%")}" -m pitools nightly --profile ci']
     assert nightly["WorkingDirectory"] == [str(root)]
@@ -249,3 +307,87 @@ def test_the_command_writes_the_units_to_dest_and_names_bad_input(tmp_path):
     bad = run_cli("install-services", "--profile", "ci", "--dest", str(tmp_path / "x"), "--lab-port", "70000")
     assert bad.returncode == 2 and "70000" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------ the units run the profile as rendered
+
+def test_the_command_carries_set_overrides_into_execstart():
+    from conftest import run_cli
+
+    proc = run_cli("install-services", "--dry-run", "--profile", "pi_safe", "--set", "data_dir=/srv/pt")
+    assert proc.returncode == 0, proc.stderr
+    units = dict(part.split("\n", 1) for part in proc.stdout.split("# ---- ")[1:])
+    python = os.path.abspath(sys.executable)
+    assert exec_start(units["pitools-nightly.service"]) == [
+        python, "-m", "pitools", "nightly", "--profile", "pi_safe", "--set", "data_dir=/srv/pt"]
+    assert exec_start(units["pitools-lab.service"]) == [
+        python, "-m", "pitools", "lab", "--profile", "pi_safe", "--set", "data_dir=/srv/pt", "--ip", "0.0.0.0",
+        "--port", "8888", "--token-file", "/srv/pt/lab/token"]
+    # the failure hook loads no profile (it must work when the profile is what broke)
+    assert exec_start(units["pitools-nightly-failed.service"]) == [
+        python, "-m", "pitools", "nightly-failed", "--profile", "pi_safe", "--unit", "pitools-nightly.service"]
+
+
+NASTY = {"data_dir": '/srv/my "pt" 100% $HOME', "drop_dir": "drop\\box 'x' %n", "n_workers": "1",
+         "sleep_between_evals": "0.25", "schedule": "Mon..Fri *-*-* 19:00:00"}
+
+
+@pytest.mark.parametrize("user_mode", [False, True], ids=["system", "user"])
+def test_quotes_spaces_percent_dollar_and_backslash_read_back_as_the_same_profile(user_mode, tmp_path):
+    profile = load_profile("pi_safe", overrides=NASTY)
+    units = render_units(profile, user_mode=user_mode)
+    argv = exec_start(units["pitools-nightly.service"])
+    assert argv[:6] == [os.path.abspath(sys.executable), "-m", "pitools", "nightly", "--profile", "pi_safe"]
+    sets = argv[6:]
+    assert sets[::2] == ["--set"] * len(NASTY)
+    values = dict(s.split("=", 1) for s in sets[1::2])
+    assert values == NASTY
+    # what the unit runs is the profile that was rendered
+    assert load_profile("pi_safe", overrides=sets[1::2]) == profile
+    lab = exec_start(units["pitools-lab.service"])
+    assert lab[6:6 + len(sets)] == sets and lab[-1] == '/srv/my "pt" 100% $HOME/lab/token'
+    if ANALYZE is not None:  # and systemd itself reads the files without a complaint
+        dest = tmp_path / "units"
+        services._write(units, dest)
+        rc, out = verify(dest, user_mode, tmp_path)
+        assert rc == 0 and "pitools" not in out, out
+
+
+def test_a_replaced_profile_is_carried_and_an_unchanged_one_adds_nothing():
+    plain = exec_start(render_units(load_profile("ci"))["pitools-nightly.service"])
+    assert "--set" not in plain
+    same = load_profile("ci", overrides=["n_workers=2"])  # ci already has 2 workers: nothing to carry
+    assert exec_start(render_units(same)["pitools-nightly.service"]) == plain
+    changed = load_profile("ci").replace(n_workers=1, seed=99)
+    assert exec_start(render_units(changed)["pitools-nightly.service"])[-4:] == ["--set", "n_workers=1",
+                                                                                 "--set", "seed=99"]
+
+
+def test_the_numba_cache_is_the_unit_users_and_shared_by_data_folders(tmp_path):
+    a = render_units(load_profile("ci", overrides=[f"data_dir={tmp_path / 'a'}"]))
+    b = render_units(load_profile("ci", overrides=[f"data_dir={tmp_path / 'b'}"]))
+    env_a = directives(a["pitools-nightly.service"])["Environment"]
+    assert f'"NUMBA_CACHE_DIR={cache_dir()}"' in env_a
+    assert env_a == directives(b["pitools-nightly.service"])["Environment"]
+    other = render_units(load_profile("ci"), user="nobody")  # another login: its home, not this shell's
+    home = pwd.getpwnam("nobody").pw_dir
+    assert f'"NUMBA_CACHE_DIR={home}/.cache/pitools/numba"' in directives(other["pitools-lab.service"])["Environment"]
+
+
+def test_a_profile_the_checkout_does_not_have_is_refused(tmp_path):
+    with pytest.raises(ServiceError, match=r"`root` = .* has no params/profiles\.yaml"):
+        render_units(load_profile("ci"), root=tmp_path)
+    ghost = dataclasses.replace(load_profile("ci"), name="ghost")
+    with pytest.raises(ServiceError, match=r"--profile ghost.*unknown profile 'ghost'"):
+        render_units(ghost)
+    with pytest.raises(ServiceError, match=r"line break"):
+        render_units(load_profile("ci", overrides={"drop_dir": "in\ncoming"}))
+
+
+def test_systemd_argv_reads_like_systemd():  # the reader above, on cases from systemd.service(5)
+    assert systemd_argv('/bin/echo "one two" three\\ four \'a "b"\' "x\\\\y" 5%%') == [
+        "/bin/echo", "one two", "three four", 'a "b"', "x\\y", "5%"]
+    with pytest.raises(AssertionError):
+        systemd_argv("/bin/echo $HOME")
+    with pytest.raises(AssertionError):
+        systemd_argv("/bin/echo %h")

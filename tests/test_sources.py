@@ -26,7 +26,7 @@ from pitools.config import load_profile
 from pitools.data import sources
 from pitools.data.ingest import ingest
 from pitools.data.sources import refresh, stooq_symbol
-from pitools.errors import ConfigError, NoStoreError
+from pitools.errors import ConfigError, MixedDataError, NoStoreError
 
 END = "2026-11-13"  # a Friday: the store's last session
 # Friday 2026-11-20, after the close in New York: Mon 16 … Fri 20 are missing (no holiday that week).
@@ -94,10 +94,26 @@ def server():
     httpd.server_close()
 
 
+def imported_store(path: Path, n_symbols: int, seed: int) -> pt.Store:
+    """A store of imported bars ("source": "ingest") shaped like the demo universe: the demo's
+    bars exported to one long parquet file and imported, as downloaded bars would be (a
+    refresh never brings real bars into a store that `pitools demo-data` built)."""
+    demo = pt.make_demo_store(path.with_name(path.name + "-demo"), n_symbols=n_symbols, years=1, seed=seed, end=END)
+    export = path.with_name(path.name + "-bars.parquet")
+    demo.read_frame().to_parquet(export)
+    report = ingest(export, path, quarantine=path.with_name(path.name + "-q"))
+    assert report.ok and report.imported_rows == demo.n_rows, report.summary()
+    shutil.rmtree(demo.root)
+    export.unlink()
+    store = pt.Store.open(path)
+    assert store.info["source"] == "ingest" and store.symbols(None) == demo.symbols(None)
+    return store
+
+
 @pytest.fixture(scope="module")
 def base_store(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("base") / "store"
-    store = pt.make_demo_store(path, n_symbols=4, years=1, seed=1, end=END)
+    store = imported_store(path, n_symbols=4, seed=1)
     # Every series ends on END, so each one lacks exactly MISSING (checked, not assumed).
     assert {str(store.symbol_info(s).last.date()) for s in store.symbols(None)} == {END}
     return path
@@ -274,7 +290,7 @@ def test_http_error_status_and_timeout_are_reported(env):
 def test_http_gives_up_when_the_service_is_down(tmp_path, server):
     server.routes.clear()
     server.queries.clear()
-    store = pt.make_demo_store(tmp_path / "store", n_symbols=12, years=1, seed=1, end=END)
+    store = imported_store(tmp_path / "store", n_symbols=12, seed=1)
     symbols = store.symbols(None)
     for sym in symbols:  # every request hangs: as if the service were down
         server.routes[stooq_symbol(sym)] = ("sleep", 1.0)
@@ -290,6 +306,23 @@ def test_http_gives_up_when_the_service_is_down(tmp_path, server):
     assert len(server.queries) == len(symbols) - len(skipped) < len(symbols)
     assert "gave up after" in report.summary()
     assert pt.Store.open(tmp_path / "store").verify() == []
+
+
+def test_http_never_downloads_real_bars_for_a_demo_store(tmp_path, server):
+    server.routes.clear()
+    server.queries.clear()
+    store = pt.make_demo_store(tmp_path / "store", n_symbols=3, years=1, seed=1, end=END)
+    serve_good(server, store, store.symbols(None))
+    manifest = (tmp_path / "store" / "manifest.json").read_bytes()
+    profile = load_profile("ci").replace(data_dir=str(tmp_path), data_source="http",
+                                         http_base_url=f"http://127.0.0.1:{server.port}/q/d/l/")
+
+    with pytest.raises(MixedDataError, match=r"built by `pitools demo-data`.*'http' \(5 symbol\(s\) to download\)"):
+        refresh(profile, now=NOW)
+
+    assert server.queries == []  # refused before the first request
+    assert (tmp_path / "store" / "manifest.json").read_bytes() == manifest
+    assert not (tmp_path / "quarantine").exists()
 
 
 # -- drop folder ----------------------------------------------------------------------------

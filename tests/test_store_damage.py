@@ -120,11 +120,11 @@ def test_a_commit_deletes_only_what_the_manifest_retired(store, tmp_path):
     foreign = store / "bars" / "2025" / "0123456789abcdef.parquet"
     foreign.write_bytes(b"somebody's file")
     first = set(_files(store))
-    assert ingest(_good_csv(tmp_path), store, quarantine=tmp_path / "q").ok  # rewrites 2026
+    assert ingest(_good_csv(tmp_path), store, quarantine=tmp_path / "q", force=True).ok  # rewrites 2026
     second = set(_files(store))
     assert first <= second  # the replaced 2026 file stays one more generation
     (tmp_path / "NEWCO.csv").write_text("Date,Open,High,Low,Close,Volume\n2026-11-20,11,12,10,11.5,90\n")
-    assert ingest(tmp_path / "NEWCO.csv", store, quarantine=tmp_path / "q").ok
+    assert ingest(tmp_path / "NEWCO.csv", store, quarantine=tmp_path / "q", force=True).ok
     third = set(_files(store))
     assert foreign.exists()  # never listed: never deleted
     gone = first - third
@@ -164,7 +164,7 @@ def test_check_and_load_panel_catch_a_truncated_a_missing_and_a_bit_flipped_file
 
     proc = _cli("check", "--store", store, "--set", f"data_dir={tmp_path / 'data'}")
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    line = next(l for l in proc.stdout.splitlines() if l.strip().startswith("FAIL") and " store " in l)
+    line = next(l for l in proc.stdout.splitlines() if l.split()[:2] == ["FAIL", "store"])
     assert "and 2 more" in line and "pitools store repair" in line
 
 

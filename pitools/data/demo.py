@@ -16,6 +16,10 @@ Determinism: every symbol has its own random streams keyed by (seed, symbol numb
 every path is drawn forward from a fixed epoch (1980-01-02). So the same seed gives the
 same bytes, and a bar on a given date is the same whatever ``years``, ``end`` or
 ``n_symbols`` were asked for — a longer or later demo extends a shorter one.
+
+Provenance: the store's manifest says ``"source": "demo"``, so real files are not imported
+into it by mistake, and the demo is not written over imported bars without ``force``
+(:mod:`pitools.data.provenance`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import pandas as pd
 
 from ..errors import DataError, StoreExistsError
 from .calendar import last_closed_session, sessions
+from .provenance import DEMO, REAL, check_demo_over, source_of
 from .store import _EPOCH, FIELDS, Store
 
 __all__ = ["make_demo_store", "SECTORS", "demo_ticker", "INDEX_SYMBOLS"]
@@ -232,7 +237,8 @@ def make_demo_store(path: str | os.PathLike, n_symbols: int = 100, years: int = 
     ----------
     path : path
         The store folder. An existing store is refused unless ``force=True`` (it is then
-        replaced in one transaction: a crash leaves the old store intact).
+        replaced in one transaction: a crash leaves the old store intact); one that holds
+        imported bars is refused with :class:`~pitools.errors.MixedDataError`, saying so.
     n_symbols : int
         Equity symbols with at least 20 bars in the window (plus ``^GSPC`` and ``^VIX``).
     years : int
@@ -253,6 +259,7 @@ def make_demo_store(path: str | os.PathLike, n_symbols: int = 100, years: int = 
     root = os.fspath(path)
     if Store.exists(root) and not force:
         have = Store.open(root)
+        check_demo_over(have)
         raise StoreExistsError(f"a store already exists at {root!r} ({len(have.symbols())} symbols); "
                          "pass force=True (--force) to replace it, or choose another folder")
     latest = last_closed_session()
@@ -293,6 +300,9 @@ def make_demo_store(path: str | os.PathLike, n_symbols: int = 100, years: int = 
     bounds = {y: (int(np.searchsorted(year_of, y)), int(np.searchsorted(year_of, y, side="right")))
               for y in years_in}
     store = Store.create(root)
+    if source_of(store) in REAL:  # forced: the rebuild drops them (the source files stay where they are)
+        log.warning('replacing the store %s, which held imported bars ("source": "%s"), with the demo',
+                    root, source_of(store))
     with store.writer() as w:
         w.clear()
         for y in years_in:
@@ -320,8 +330,10 @@ def make_demo_store(path: str | os.PathLike, n_symbols: int = 100, years: int = 
             w.set_meta(s.ticker, sector=SECTORS[s.sector], beta=round(s.beta, 3))
         w.set_meta("^GSPC", name="S&P 500-like index (synthetic)")
         w.set_meta("^VIX", name="VIX-like volatility index (synthetic)")
-        w.info.update({"source": "demo", "seed": int(seed), "n_symbols": int(n_symbols), "years": int(years),
+        w.info.update({"source": DEMO, "seed": int(seed), "n_symbols": int(n_symbols), "years": int(years),
                        "end": str(end_ts.date())})
+        if end is None:  # built to the last closed session: `demo-data --if-missing` keeps it there
+            w.info["follows_calendar"] = True
         result = w.commit()
     log.info("demo store %s: %d symbols, %d rows", root, len(chosen), result.n_rows)
     return result

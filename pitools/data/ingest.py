@@ -25,6 +25,11 @@ Values: prices in :data:`~pitools.data.validate.PRICE_RANGE`, volumes 0 or in
 When two files of one ingest hold the same (symbol, date), the later file (in path order)
 wins, as a re-ingest of a newer download would.
 
+Real bars never land in a store that ``pitools demo-data`` built (its manifest says
+``"source": "demo"``) unless ``force``: :class:`~pitools.errors.MixedDataError` (exit 2)
+names the store before any file is read; a forced import marks the store ``"mixed"``, any
+other ``"ingest"`` (:mod:`pitools.data.provenance`).
+
 Write failures (disk full, read-only folder) never end in a traceback, and nothing is lost:
 a store batch that cannot be written raises :class:`~pitools.errors.StoreError` (exit 1)
 naming the path — the store keeps what it held; a quarantine record that cannot be written
@@ -51,10 +56,12 @@ from ..errors import DataError, IngestError, PitoolsError, StoreError, did_you_m
 from .atomic import write_text_atomic
 from .dialect import (SEPARATORS, _check_dialect_args, _cut_text, _date_format, _decimal_mark,
                       _Dialect, _FileRejected, _not_text, _sniff)
+from .provenance import DEMO, MIXED, check_import, source_after_import
 from .store import Store
 from .validate import MISSING_TOKENS, check_bars, cut
 
-__all__ = ["ingest", "IngestReport", "FileOutcome", "QuarantineError", "FORMATS", "SEPARATORS"]
+__all__ = ["ingest", "IngestReport", "FileOutcome", "QuarantineError", "FORMATS", "SEPARATORS",
+           "default_quarantine"]
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +135,7 @@ class IngestReport:
     replaced_rows: int
     quarantine_dir: Path | None
     ignored: list[str] = field(default_factory=list)
+    source: str | None = None  # the store's provenance after the import ("ingest" or "mixed")
 
     @property
     def imported_rows(self) -> int:
@@ -156,10 +164,19 @@ class IngestReport:
                          + ", ".join(Path(p).name for p in self.ignored[:5]) + ("…" if len(self.ignored) > 5 else ""))
         if self.quarantine_dir is not None:
             lines.append(f"quarantine: {self.quarantine_dir}")
+        if self.source == MIXED:
+            lines.append('store: real and demo bars mixed (forced); its manifest says "source": "mixed"')
         if self.unrecorded:
             lines.append(f"{len(self.unrecorded)} file(s) could not be recorded in the quarantine: see NOT RECORDED above")
         return "\n".join(lines)
 
+
+
+def default_quarantine(store: str | os.PathLike) -> Path:
+    """``quarantine/<timestamp>`` beside the store folder (``<data_dir>/quarantine/…`` for a
+    profile's ``<data_dir>/store``), a name not used yet: where an import into `store` puts
+    what it refuses, whoever starts it (``pitools ingest``, the nightly refresh)."""
+    return free_name(Path(store).parent / "quarantine" / datetime.now().strftime("%Y%m%dT%H%M%S"))
 
 
 def _expand(sources: Iterable[str | os.PathLike], skip: Path) -> tuple[list[Path], list[str]]:
@@ -318,7 +335,7 @@ def _prepare(path: Path, fmt: str, sep: str | None = None, decimal: str | None =
 def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str | os.PathLike,
            fmt: str = "auto", quarantine: str | os.PathLike | None = None, adjust: bool = True,
            progress: Callable[[int, int], None] | None = None, sep: str | None = None,
-           decimal: str | None = None, dayfirst: bool | None = None) -> IngestReport:
+           decimal: str | None = None, dayfirst: bool | None = None, force: bool = False) -> IngestReport:
     """Import bar files or folders into the store at `store`.
 
     Parameters
@@ -329,13 +346,17 @@ def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str 
         The bar store; created if it does not exist.
     fmt : {"auto", "yahoo", "stooq", "parquet"}
     quarantine : path, optional
-        Where bad files and rows go; default ``<store>/../quarantine/<timestamp>``.
+        Where bad files and rows go; default ``<store>/../quarantine/<timestamp>``
+        (:func:`default_quarantine`).
     adjust : bool
         Apply Yahoo's ``Adj Close`` to open/high/low/close (see :func:`check_bars`).
     sep, decimal, dayfirst : optional
         The CSV dialect, when detecting it (see :mod:`pitools.data.dialect`) is not wanted:
         separator ``,`` ``;`` ``\\t`` ``|``; decimal mark ``.`` or ``,``; whether
         day/month/year dates are day-first.
+    force : bool
+        Import into a store that ``pitools demo-data`` built all the same, mixing real and
+        synthetic bars; the store's manifest then says ``"source": "mixed"``.
 
     Returns
     -------
@@ -344,6 +365,9 @@ def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str 
 
     Raises
     ------
+    MixedDataError
+        `store` was built by ``pitools demo-data`` and `force` is False; raised before any
+        file is read: nothing is written, not even to the quarantine.
     StoreError
         The store could not be written (e.g. no space left on device): the store keeps
         what it held before the failed batch.
@@ -363,17 +387,19 @@ def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str 
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     store_root = Path(store)
-    qdir = Path(quarantine) if quarantine is not None else (
-        store_root.parent / "quarantine" / datetime.now().strftime("%Y%m%dT%H%M%S"))
+    qdir = Path(quarantine) if quarantine is not None else default_quarantine(store_root)
     files, ignored = _expand(sources, skip=qdir)
     if not files:
         raise IngestError(f"no bar files found in {', '.join(map(str, sources))} "
                           "(looked for .csv, .txt, .gz, .parquet)")
-    calendar = Store.open(store_root).calendar if Store.exists(store_root) else "XNYS"
+    existing = Store.open(store_root) if Store.exists(store_root) else None
+    if existing is not None:
+        check_import(existing, force)  # before anything is read, copied or written
+    calendar = existing.calendar if existing is not None else "XNYS"
     outcomes: list[FileOutcome] = []
     pending: list[pd.DataFrame] = []
     pending_files: list[FileOutcome] = []
-    totals = {"new": 0, "replaced": 0, "batches": 0}
+    totals = {"new": 0, "replaced": 0, "batches": 0, "source": None}
     used_quarantine = False
 
     def flush() -> None:
@@ -383,8 +409,10 @@ def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str 
         batch = pd.concat(pending, ignore_index=True)
         try:
             with Store.create(store_root).writer() as w:
+                if w.info.get("source") == DEMO and not force:  # a `demo-data --force` since the check
+                    check_import(Store.open(store_root), force)
                 counts = w.upsert(batch)
-                w.info.setdefault("source", "ingest")
+                w.info["source"] = totals["source"] = source_after_import(w.info.get("source"))
                 w.commit()
         except StoreError as exc:  # the store's own message (a lock, a write it caught itself)
             if not any(o.quarantine_error for o in outcomes):
@@ -431,7 +459,8 @@ def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str 
         if progress is not None:
             progress(k + 1, len(files))
     flush()
-    report = IngestReport(outcomes, totals["new"], totals["replaced"], qdir if used_quarantine else None, ignored)
+    report = IngestReport(outcomes, totals["new"], totals["replaced"], qdir if used_quarantine else None, ignored,
+                          totals["source"])
     if report.unrecorded:
         raise QuarantineError(_quarantine_failed(report), report)
     return report

@@ -9,7 +9,12 @@ The profile's ``data_source`` names one of :data:`SOURCES`:
 
 Whatever a source gets wrong is quarantined (the raw bytes and a ``.reason.txt``) and listed
 in the :class:`RefreshReport`; nothing is dropped silently, nothing is deleted, and the store
-changes only in one atomic ingest commit.
+changes only in one atomic ingest commit. The quarantine is ``quarantine/<timestamp>`` beside
+the store folder, as for ``pitools ingest`` (:func:`~pitools.data.ingest.default_quarantine`).
+
+A store that ``pitools demo-data`` built is never refreshed with real bars: with files to
+import (or symbols to download) the refresh stops with
+:class:`~pitools.errors.MixedDataError` before anything is fetched, imported or moved.
 
 Example
 -------
@@ -42,7 +47,8 @@ import pandas as pd
 from ..errors import ConfigError, did_you_mean
 from .atomic import write_bytes_atomic, write_text_atomic
 from .calendar import last_closed_session, sessions
-from .ingest import CSV_SUFFIXES, PARQUET_SUFFIXES, IngestReport, free_name, ingest
+from .ingest import CSV_SUFFIXES, PARQUET_SUFFIXES, IngestReport, default_quarantine, free_name, ingest
+from .provenance import check_import
 from .store import Store
 
 __all__ = ["SOURCES", "register", "get", "refresh", "RefreshReport", "stooq_symbol"]
@@ -149,7 +155,8 @@ def refresh(profile, store: str | os.PathLike | None = None, now: datetime | Non
     now : datetime, optional
         The moment that decides the last closed NYSE session (default: the current time).
     quarantine : path, optional
-        Where bad files, responses and rows go; default ``<data_dir>/quarantine/<timestamp>``.
+        Where bad files, responses and rows go; default ``quarantine/<timestamp>`` beside the
+        store folder (``<data_dir>/quarantine/…`` for the profile's own store).
     progress : callable, optional
         ``progress(done, total)``, e.g. :func:`pitools.progress.reporter`.
 
@@ -157,6 +164,11 @@ def refresh(profile, store: str | os.PathLike | None = None, now: datetime | Non
     -------
     RefreshReport
         ``report.ok`` is False when something was quarantined; print ``report.summary()``.
+
+    Raises
+    ------
+    MixedDataError
+        The store was built by ``pitools demo-data`` and there is something to import into it.
 
     Example
     -------
@@ -167,8 +179,8 @@ def refresh(profile, store: str | os.PathLike | None = None, now: datetime | Non
     cls = get(profile.data_source)
     started = time.monotonic()
     report = RefreshReport(source=profile.data_source)
-    qdir = Path(quarantine) if quarantine is not None else _fresh(Path(profile.data_dir) / "quarantine")
     store_root = Path(store) if store is not None else Path(profile.store_dir)
+    qdir = Path(quarantine) if quarantine is not None else default_quarantine(store_root)
     cls(profile, store_root, now, qdir, progress).run(report)
     if report.quarantine_dir is None and qdir.is_dir() and any(qdir.iterdir()):
         report.quarantine_dir = str(qdir)
@@ -186,6 +198,12 @@ class _Source:
                  progress: Callable[[int, int], None] | None):
         self.profile, self.store, self.now, self.qdir, self.progress = profile, store, now, qdir, progress
 
+    def _refuse_demo_store(self, store: Store, what: str) -> None:
+        """A demo store gets no real bars: said before anything is fetched or moved."""
+        check_import(store, force=False, action=f"refreshing it from `data_source` = {self.profile.data_source!r} ({what})",
+                     ways_out="Point the profile (`data_dir`) or the notebook's `store` at a store of real bars, "
+                              "or set `data_source: none` for the demo")
+
 
 @register("none")
 class NoneSource(_Source):
@@ -201,7 +219,7 @@ class DropFolderSource(_Source):
 
     def run(self, report: RefreshReport) -> None:
         report.unit = "files"
-        Store.open(self.store)  # a missing store is a setup error, not something to create here
+        target = Store.open(self.store)  # a missing store is a setup error, not something to create here
         drop = Path(self.profile.drop_path)
         store = self.store.resolve()
         if drop.resolve() == store or store in drop.resolve().parents or drop.resolve() in store.parents:
@@ -220,6 +238,7 @@ class DropFolderSource(_Source):
         if not files:
             report.notes.append(f"no new files in {drop}")
             return
+        self._refuse_demo_store(target, f"{len(files)} file(s) in {drop}")  # they stay where they are
         # Only this snapshot is ingested and then moved: files arriving meanwhile wait for tomorrow.
         result = ingest(files, self.store, fmt="auto", quarantine=self.qdir, progress=self.progress)
         _record(report, result, {str(f): None for f in files}, drop)
@@ -234,7 +253,7 @@ class DropFolderSource(_Source):
         report.moved_to = str(dest)
 
     def _scan(self, drop: Path) -> tuple[list[Path], list[str]]:
-        skip = {(drop / "imported").resolve(), self.qdir.resolve(),
+        skip = {(drop / "imported").resolve(), self.qdir.resolve(), (self.store.parent / "quarantine").resolve(),
                 (Path(self.profile.data_dir) / "quarantine").resolve()}
         files, other = [], []
         for p in sorted(drop.rglob("*")):
@@ -383,6 +402,7 @@ class HttpSource(_Source):
             wanted[sym] = (base + ("&" if "?" in base else "?") + query, info.last)
         if not wanted:
             return
+        self._refuse_demo_store(store, f"{len(wanted)} symbol(s) to download")
         responses = self._download({sym: url for sym, (url, _) in wanted.items()}, report)
         # Stage the good rows as <SYMBOL>.csv (ingest names symbols from file names, '^' kept)
         # so that all symbols land in the store in one validated, atomic commit.
