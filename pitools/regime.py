@@ -1,22 +1,23 @@
-"""The market-regime model: VIX and S&P 500 → calm_bull … crisis, one label per session.
+"""The market-regime model: VIX and S&P 500 → regimes named from what they are, one per session.
 
 >>> import pitools as pt
 >>> vix, spx = pt.load_series("data/store", "^VIX"), pt.load_series("data/store", "^GSPC")  # doctest: +SKIP
 >>> model = pt.regime.train(vix, spx)                                # doctest: +SKIP
 >>> model.regimes                                                    # doctest: +SKIP
-('calm_bull', 'volatile_bull', 'bear', 'crisis')
+('calm_bull', 'volatile_bull', 'volatile', 'crisis')
+>>> model.describe()                                                 # doctest: +SKIP
 >>> labels = model.predict(vix, spx)                                 # doctest: +SKIP
 >>> codes = model.codes(vix, spx, index=panel.dates)                 # doctest: +SKIP
->>> calm = model.codes_of("calm_bull", "volatile_bull")               # doctest: +SKIP
+>>> calm = model.codes_of(model.regimes[:2])                         # doctest: +SKIP
 >>> pt.backtest("sma_cross", panel, regime_filter=(codes, calm))     # doctest: +SKIP
 >>> model.save("data/regime.json")                                   # doctest: +SKIP
 >>> model = pt.regime.load("data/regime.json")                       # doctest: +SKIP
 
 The model
 ---------
-A Gaussian mixture (scikit-learn's :class:`~sklearn.mixture.GaussianMixture`, full
-covariances) over four features of each session, each computed from data up to that
-session only (no lookahead):
+A hidden Markov model with Gaussian emissions (hmmlearn's
+:class:`~hmmlearn.hmm.GaussianHMM`, full covariances, fitted by Baum–Welch) over four
+features of each session, each computed from data up to that session only (no lookahead):
 
 * ``log_vix`` — log of the VIX close (implied volatility: the market's own fear gauge);
 * ``ret`` — log return of the S&P 500 over the last `window` sessions (default 20);
@@ -26,31 +27,58 @@ session only (no lookahead):
   sessions (default 252; the high so far while fewer sessions exist), ≤ 0.
 
 Features are standardised with the training mean and standard deviation (stored in the
-model). The fitted components are sorted by a stress score — the component's mean VIX,
-ties broken by its mean realised volatility — so code 0 is the calmest regime and the last
-code the most stressed, and names are given in that order (``calm_bull``, ``volatile_bull``,
-``bear``, ``crisis`` for four regimes; ``regime_0`` … otherwise, or your own `names`).
+model). Persistence comes from the model: the fitted transition matrix says how likely a
+regime is to hold from one session to the next (a regime's expected spell is
+``1 / (1 - p_stay)`` sessions, :meth:`RegimeModel.describe`), so one odd session does not
+flip the label, while a shock whose features are far more likely under another regime
+switches it on the day (the sell-offs of August 2015, February 2018 and December 2018 are
+labelled stressed on the day itself).
 
-Why a Gaussian mixture and not a Markov-switching model
--------------------------------------------------------
-statsmodels' ``MarkovRegression`` and hmmlearn's ``GaussianHMM`` model the persistence of
-regimes directly, but they are slow to fit on a Raspberry Pi, Markov-switching fits often
-fail to converge or land on degenerate states, and their ready-made labels (smoothed
-probabilities, Viterbi paths) use the whole sequence, so a past day's label changes as new
-days arrive unless a forward filter is written by hand. A mixture fits in a fraction of a
-second, is deterministic for a given `random_state` (k-means initialisation; the best of
-`n_init` starts is kept), labels new days from stored parameters without refitting, and
-scikit-learn is a well-kept library. What the mixture gives up is the temporal stability of
-an HMM; two cheap, causal steps buy most of it back: the features are trailing windows
-(they move slowly), and a persistence rule smooths the labels:
+Labels use a causal forward filter, never the whole sequence
+--------------------------------------------------------------
+hmmlearn's ready-made labels (Viterbi paths, smoothed posteriors) use every session of the
+series, so a past day's label would change as new days arrive — lookahead in a backtest.
+The model therefore labels with the *forward filter*: the probability of each regime on
+session t given the features up to t, ``p_t ∝ (p_{t-1} · A) ⊙ N(z_t; μ, Σ)``, started from
+the transition matrix's stationary distribution (the fitted start probability describes
+only the training series' first day). The label of a session is its most probable regime.
+Truncating the data after t changes nothing up to t. Labelling is plain numpy on the stored
+parameters: no refitting, and neither hmmlearn nor scikit-learn is imported to predict.
 
-* a change of regime is adopted once the mixture's raw label has shown the new regime for
-  `persistence` consecutive sessions (default 3), except that
-* a jump into the most stressed regime is adopted at once — an alarm must not wait.
+Fitting is EM from `n_init` seeded starts (k-means initialisation); the start with the
+highest log-likelihood is kept, so the same data and `random_state` give the same model.
+Every transition probability is floored at :data:`MIN_TRANSITION` (and the rows
+renormalised) so that no regime becomes unreachable from another.
 
-On the real 2014–2018 series this cuts the regime switches from 132 to 75 and
-still labels every day of the August 2015, February 2018 and December 2018 sell-offs as
-``crisis`` on the day itself. ``persistence=1`` gives the raw labels.
+Regime order and names
+----------------------
+After the fit, each regime is described by the **features table**: the training sessions
+the filter labels with it — their share, mean VIX level, mean `window`-session return
+(simple, ``exp(ret) - 1``), mean annualised realised volatility, mean drawdown and the
+median length of its spells (:meth:`RegimeModel.describe`; a regime that labels no training
+session is described by its component's means instead). Regimes are ordered by mean VIX,
+ties broken by realised volatility, so code 0 is the calmest and the last code the most
+stressed, and each is named from its own row by :func:`name_regimes`:
+
+1. a regime whose market falls — mean return below 0 *and* mean drawdown at or below
+   :data:`BEAR_DRAWDOWN` (−5 %, a real drawdown) — is ``crisis`` if it is the most stressed
+   regime, else ``bear``;
+2. otherwise it is named by its volatility rank — ``calm`` (the calmest regime),
+   ``stressed`` (the most stressed), ``volatile`` (any between) — with ``_bull`` added when
+   its mean return is above 0: ``calm_bull``, ``volatile_bull``, ``stressed_bull``; a regime
+   that drifts down without a real drawdown is named by its volatility alone;
+3. a name given to more than one regime gets ``_2``, ``_3`` … on the second and later ones,
+   in stress order.
+
+So ``bear`` and ``crisis`` always mean a falling market in a real drawdown, ``calm*`` the
+lowest VIX and ``crisis`` / ``stressed*`` the highest. Pass your own `names` to
+:func:`train` to override the rule (calmest first). On the real S&P 500 + VIX of 2014–2018
+(arch.data) the four regimes are ``calm_bull`` (32 % of the sessions, VIX 11.5, +2.0 % over
+20 sessions, −0.4 % drawdown), ``volatile_bull`` (13 %, VIX 13.9, +2.9 %, −2.6 %: rebounds),
+``volatile`` (35 %, VIX 14.8, −0.1 %, −1.6 %: flat, no real drawdown, so not a bear) and
+``crisis`` (20 %, VIX 21.0, −2.0 %, −7.5 %: the sell-offs of August 2015, early 2016,
+February 2018 and late 2018); the median spell is 12.5 sessions (8 for the former Gaussian
+mixture with a hand-made persistence rule).
 
 The first sessions
 ------------------
@@ -61,21 +89,25 @@ history to label earlier dates). Labelling them with a later day's regime would 
 :meth:`RegimeModel.codes` with ``index=`` (a panel's dates) marks such dates ``-1``
 (:data:`UNKNOWN`), a code no ``regime_filter`` allows, so a gated strategy stays flat until
 the regime is known. The S&P 500 features are computed on the S&P 500's own sessions
-(its non-missing closes) before the two series are aligned on their common dates.
+(its non-missing closes) before the two series are aligned on their common dates. The
+filter forgets where it started within a few weeks, so a longer history changes only the
+first labels.
 
-Persistence
------------
-:meth:`RegimeModel.save` writes JSON (not pickle: safe to open, readable by people and by
-any scikit-learn version) atomically; :func:`load` rebuilds the mixture from it, and the
+Saving
+------
+:meth:`RegimeModel.save` writes JSON (not pickle: safe to open, readable by people, free of
+any library's version) atomically; :func:`load` rebuilds the model from it, and the
 predictions are identical.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,16 +117,19 @@ import pandas as pd
 from .data.atomic import write_text_atomic
 from .errors import DataError, did_you_mean
 
-__all__ = ["RegimeModel", "train", "load", "features", "FEATURES", "DEFAULT_NAMES", "UNKNOWN",
-           "MIN_TRAIN_SESSIONS", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["RegimeModel", "train", "load", "features", "name_regimes", "FEATURES", "TABLE_COLUMNS",
+           "BEAR_DRAWDOWN", "MIN_TRANSITION", "UNKNOWN", "MIN_TRAIN_SESSIONS", "FORMAT", "FORMAT_VERSION"]
 
 FEATURES = ("log_vix", "ret", "log_rvol", "drawdown")
-DEFAULT_NAMES = ("calm_bull", "volatile_bull", "bear", "crisis")
+# the features table: share of the training sessions, then mean features in natural units
+TABLE_COLUMNS = ("weight", "vix", "ret", "rvol", "drawdown", "median_spell")
+BEAR_DRAWDOWN = -0.05  # a "real" drawdown: the mean close at least 5 % below the trailing high
+MIN_TRANSITION = 1e-8  # floor of every transition probability: no regime becomes unreachable
 UNKNOWN = -1  # code of a date the model cannot label (before the features are defined)
 MIN_TRAIN_SESSIONS = 250  # about one year of sessions with defined features
 MAX_REGIMES = 12
 FORMAT = "pitools.regime"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: hidden Markov model (1 was a Gaussian mixture with a persistence rule)
 _ANNUAL = math.sqrt(252.0)
 
 
@@ -146,8 +181,6 @@ def _int(name: str, value, low: int, high: int | None = None, allow_none: bool =
 
 
 def _names(names, n: int) -> tuple[str, ...]:
-    if names is None:
-        return DEFAULT_NAMES if n == len(DEFAULT_NAMES) else tuple(f"regime_{i}" for i in range(n))
     if isinstance(names, str) or not isinstance(names, Sequence):
         raise DataError(f"`names` = {names!r} must be a list of {n} regime names, calmest first")
     out = tuple(names)
@@ -202,48 +235,115 @@ def features(vix, sp500, window: int = 20, high_window: int = 252) -> pd.DataFra
     return _features(_series("vix", vix), _series("sp500", sp500), window, high_window)
 
 
-def _smooth(raw: np.ndarray, persistence: int, n: int) -> np.ndarray:
-    """The persistence rule on raw codes (causal: the label at t uses raw labels up to t)."""
-    out = np.empty_like(raw)
-    if raw.size == 0:
-        return out
-    cur, run, top = raw[0], 0, n - 1
-    for t in range(raw.size):
-        run = run + 1 if t and raw[t] == raw[t - 1] else 1
-        if raw[t] != cur and (run >= persistence or raw[t] == top):
-            cur = raw[t]
-        out[t] = cur
+# -- the hidden Markov model's arithmetic (numpy only) ----------------------------------------
+
+def _log_emissions(z: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> np.ndarray:
+    """log N(z_t; μ_k, Σ_k) for every session t and regime k, shape (n, k).
+
+    einsum, not BLAS: a row's value then does not depend on how many rows there are, so a
+    truncated series gives bit-identical numbers up to the cut.
+    """
+    n, d = z.shape
+    out = np.empty((n, len(means)))
+    for k, (mu, cov) in enumerate(zip(means, covariances)):
+        prec_chol = np.linalg.inv(np.linalg.cholesky(cov)).T  # Σ⁻¹ = P Pᵀ
+        y = np.einsum("nd,de->ne", z - mu, prec_chol)
+        out[:, k] = np.log(np.diag(prec_chol)).sum() - 0.5 * d * math.log(2 * math.pi) - 0.5 * (y * y).sum(axis=1)
     return out
+
+
+def _forward_filter(log_em: np.ndarray, start: np.ndarray, transmat: np.ndarray) -> np.ndarray:
+    """P(regime at t | features up to t) for every t: the causal forward recursion, scaled."""
+    like = np.exp(log_em - log_em.max(axis=1, keepdims=True))  # the best regime's likelihood is 1
+    out = np.empty_like(like)
+    p = start
+    for t in range(like.shape[0]):
+        if t:
+            p = out[t - 1] @ transmat
+        p = p * like[t]
+        out[t] = p / p.sum()  # > 0: every transition is floored, a likelihood is 1
+    return out
+
+
+def _stationary(transmat: np.ndarray) -> np.ndarray:
+    """The distribution π with π A = π (the long-run share of each regime)."""
+    k = transmat.shape[0]
+    system = np.vstack([transmat.T - np.eye(k), np.ones((1, k))])
+    pi = np.linalg.lstsq(system, np.r_[np.zeros(k), 1.0], rcond=None)[0]
+    pi = np.clip(pi, MIN_TRANSITION, None)
+    return pi / pi.sum()
+
+
+def _floored(transmat: np.ndarray) -> np.ndarray:
+    a = np.maximum(np.asarray(transmat, dtype=np.float64), MIN_TRANSITION)
+    return a / a.sum(axis=1, keepdims=True)
+
+
+# -- the features table and the names -------------------------------------------------------
+
+def _spells(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(regime, length) of each maximal run of one code (the last run may be unfinished)."""
+    if codes.size == 0:
+        return codes[:0], codes[:0]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    return codes[starts], np.diff(np.r_[starts, codes.size])
+
+
+def _table(f: pd.DataFrame, codes: np.ndarray, k: int, means: np.ndarray, feature_mean: np.ndarray,
+           feature_std: np.ndarray) -> pd.DataFrame:
+    """The features table (:data:`TABLE_COLUMNS`) of regimes 0..k-1 labelled `codes` on `f`."""
+    natural = pd.DataFrame({"vix": np.exp(f["log_vix"].to_numpy()), "ret": np.expm1(f["ret"].to_numpy()),
+                            "rvol": np.exp(f["log_rvol"].to_numpy()), "drawdown": f["drawdown"].to_numpy()})
+    rows = natural.groupby(codes).mean().reindex(range(k))
+    owner, length = _spells(codes)
+    rows.insert(0, "weight", np.bincount(codes, minlength=k) / max(codes.size, 1))
+    rows["median_spell"] = pd.Series(length).groupby(owner).median().reindex(range(k)).to_numpy(dtype=float)
+    # a regime the filter never picks on the training data: described by its component's means
+    m = means * feature_std + feature_mean
+    empty = rows["vix"].isna().to_numpy()
+    rows.loc[empty, ["vix", "ret", "rvol", "drawdown"]] = np.c_[np.exp(m[:, 0]), np.expm1(m[:, 1]),
+                                                               np.exp(m[:, 2]), m[:, 3]][empty]
+    return rows[list(TABLE_COLUMNS)].astype(np.float64)
+
+
+def name_regimes(table: pd.DataFrame) -> tuple[str, ...]:
+    """Names for the rows of a features table ordered calmest first (the module's naming rule).
+
+    A falling market (mean ``ret`` < 0 and mean ``drawdown`` ≤ :data:`BEAR_DRAWDOWN`) is
+    ``crisis`` in the last (most stressed) row, ``bear`` elsewhere; any other row is named
+    by its rank — ``calm`` first, ``stressed`` last, ``volatile`` between — plus ``_bull``
+    when its mean ``ret`` is above 0. Repeated names get ``_2``, ``_3`` … in row order.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Columns ``ret`` (mean trailing return, a fraction) and ``drawdown`` (mean drawdown,
+        ≤ 0), one row per regime, calmest first — :meth:`RegimeModel.describe`.
+
+    Example
+    -------
+    >>> t = pd.DataFrame({"ret": [0.02, 0.029, -0.001, -0.02], "drawdown": [-0.004, -0.026, -0.016, -0.075]})
+    >>> name_regimes(t)
+    ('calm_bull', 'volatile_bull', 'volatile', 'crisis')
+    """
+    ret, dd = table["ret"].to_numpy(dtype=float), table["drawdown"].to_numpy(dtype=float)
+    k = len(table)
+    base = []
+    for i in range(k):
+        if ret[i] < 0 and dd[i] <= BEAR_DRAWDOWN:
+            base.append("crisis" if i == k - 1 else "bear")
+            continue
+        word = "calm" if i == 0 else "stressed" if i == k - 1 else "volatile"
+        base.append(word + "_bull" if ret[i] > 0 else word)
+    seen: dict[str, int] = {}
+    out = []
+    for name in base:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return tuple(out)
 
 
 # -- the model ------------------------------------------------------------------------------
-
-def _gaussian_mixture(weights, means, covariances, precisions_cholesky, random_state):
-    """A fitted GaussianMixture rebuilt from its parameters (no fitting)."""
-    from sklearn.mixture import GaussianMixture
-
-    k, d = means.shape
-    gm = GaussianMixture(n_components=k, covariance_type="full", random_state=random_state)
-    gm.weights_ = weights
-    gm.means_ = means
-    gm.covariances_ = covariances
-    gm.precisions_cholesky_ = precisions_cholesky
-    gm.precisions_ = np.einsum("kij,klj->kil", precisions_cholesky, precisions_cholesky)
-    gm.converged_ = True
-    gm.n_iter_ = 0
-    gm.lower_bound_ = -np.inf
-    gm.n_features_in_ = d
-    return gm
-
-
-def _precisions_cholesky(covariances: np.ndarray) -> np.ndarray:
-    """What scikit-learn stores for full covariances: inv(cholesky(cov)).T per component."""
-    out = np.empty_like(covariances)
-    eye = np.eye(covariances.shape[1])
-    for i, cov in enumerate(covariances):
-        out[i] = np.linalg.solve(np.linalg.cholesky(cov), eye).T
-    return out
-
 
 @dataclass(frozen=True, eq=False)
 class RegimeModel:
@@ -255,63 +355,68 @@ class RegimeModel:
         Regime names, calmest first; a regime's code is its position here.
     window, high_window : int
         Trailing windows of the features (sessions).
-    persistence : int
-        Sessions a new regime must persist before it is adopted (1 = raw mixture labels);
-        the most stressed regime is adopted at once.
     feature_mean, feature_std : numpy.ndarray
         Training statistics used to standardise :data:`FEATURES`.
+    transmat : numpy.ndarray
+        ``transmat[i, j]``: probability that regime j follows regime i (regime order).
+    start : numpy.ndarray
+        The filter's belief before the first session: the stationary distribution.
+    means, covariances : numpy.ndarray
+        Each regime's Gaussian over the standardised features, shapes (k, 4) and (k, 4, 4).
+    table : pandas.DataFrame
+        The features table of the training data (:meth:`describe` without ``expected_spell``).
     trained_on : dict
-        ``start``, ``end`` (dates, ``YYYY-MM-DD``) and ``n_sessions`` of the training data.
+        ``start``, ``end`` (dates, ``YYYY-MM-DD``) and ``n_sessions`` of the training data,
+        its ``log_likelihood`` and the ``hmmlearn`` version that fitted it.
     """
 
     regimes: tuple[str, ...]
     window: int
     high_window: int
-    persistence: int
     feature_mean: np.ndarray
     feature_std: np.ndarray
+    transmat: np.ndarray
+    start: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    table: pd.DataFrame
     trained_on: dict
     random_state: int | None
     n_init: int
-    _mixture: object  # sklearn.mixture.GaussianMixture, components in regime order
 
     @property
     def n_regimes(self) -> int:
         return len(self.regimes)
 
     @property
-    def mixture(self):
-        """The fitted scikit-learn GaussianMixture (component i = regime code i)."""
-        return self._mixture
+    def expected_spell(self) -> np.ndarray:
+        """Sessions a regime is expected to last once entered, ``1 / (1 - transmat[i, i])``."""
+        return 1.0 / (1.0 - np.diag(self.transmat))
 
     # -- labelling ------------------------------------------------------------------------
 
-    def _defined(self, vix, sp500) -> pd.DataFrame:
-        return _features(_series("vix", vix), _series("sp500", sp500), self.window, self.high_window).dropna()
-
-    def _raw_proba(self, vix, sp500) -> tuple[pd.DatetimeIndex, np.ndarray]:
-        f = self._defined(vix, sp500)
+    def _filtered(self, vix, sp500) -> tuple[pd.DatetimeIndex, np.ndarray]:
+        f = _features(_series("vix", vix), _series("sp500", sp500), self.window, self.high_window).dropna()
         if len(f) == 0:
             raise DataError(f"no session can be labelled: the features need {self.window + 1} S&P 500 closes up "
                             f"to a date that `vix` also has; pass a longer `sp500` history (at least "
                             f"{self.window + 1} sessions before the first date to label)")
         z = (f.to_numpy() - self.feature_mean) / self.feature_std
-        return f.index, self._mixture.predict_proba(z)
+        return f.index, _forward_filter(_log_emissions(z, self.means, self.covariances), self.start, self.transmat)
 
     def probabilities(self, vix, sp500) -> pd.DataFrame:
-        """The mixture's posterior probability of each regime per session (before smoothing).
+        """The forward filter's probability of each regime per session, given data up to it.
 
         Example
         -------
         >>> model.probabilities(vix, spx).tail()      # doctest: +SKIP
         """
-        index, proba = self._raw_proba(vix, sp500)
+        index, proba = self._filtered(vix, sp500)
         return pd.DataFrame(proba, index=index, columns=list(self.regimes))
 
     def _codes(self, vix, sp500) -> pd.Series:
-        index, proba = self._raw_proba(vix, sp500)
-        raw = np.argmax(proba, axis=1).astype(np.int64)
-        return pd.Series(_smooth(raw, self.persistence, self.n_regimes), index=index, name="regime_code")
+        index, proba = self._filtered(vix, sp500)
+        return pd.Series(np.argmax(proba, axis=1).astype(np.int64), index=index, name="regime_code")
 
     def predict(self, vix, sp500) -> pd.Series:
         """The regime of each session, from the stored model (no refitting).
@@ -326,9 +431,10 @@ class RegimeModel:
         -------
         pandas.Series
             Named ``regime``, an ordered categorical of :attr:`regimes` (so
-            ``labels >= "bear"`` works), on the dates where both series have a value and the
-            trailing features are defined — the first `window` S&P 500 sessions are excluded
-            (see the module docstring). A label uses data up to its date only.
+            ``labels >= model.regimes[2]`` works), on the dates where both series have a
+            value and the trailing features are defined — the first `window` S&P 500
+            sessions are excluded (see the module docstring). A label uses data up to its
+            date only (the forward filter).
 
         Example
         -------
@@ -358,7 +464,7 @@ class RegimeModel:
         Example
         -------
         >>> codes = model.codes(vix, spx, index=panel.dates)                     # doctest: +SKIP
-        >>> pt.backtest("sma_cross", panel, regime_filter=(codes, model.codes_of("calm_bull")))  # doctest: +SKIP
+        >>> pt.backtest("sma_cross", panel, regime_filter=(codes, model.codes_of(model.regimes[0])))  # doctest: +SKIP
         """
         codes = self._codes(vix, sp500)
         if index is None:
@@ -395,33 +501,40 @@ class RegimeModel:
         return frozenset(out)
 
     def describe(self) -> pd.DataFrame:
-        """One row per regime: its weight and the component's mean features in natural units
-        (VIX level, `window`-session return, annualised realised volatility, drawdown)."""
-        m = self._mixture.means_ * self.feature_std + self.feature_mean
-        return pd.DataFrame({"weight": self._mixture.weights_, "vix": np.exp(m[:, 0]), "ret": np.expm1(m[:, 1]),
-                             "rvol": np.exp(m[:, 2]), "drawdown": m[:, 3]},
-                            index=pd.Index(self.regimes, name="regime"))
+        """The features table the names come from: one row per regime, calmest first.
 
-    # -- persistence ----------------------------------------------------------------------
+        Columns: ``weight`` (share of the training sessions labelled with the regime), the
+        mean over those sessions of ``vix`` (level), ``ret`` (`window`-session return, a
+        fraction), ``rvol`` (annualised realised volatility) and ``drawdown`` (≤ 0),
+        ``median_spell`` (median length of its spells, sessions) and ``expected_spell``
+        (``1 / (1 - p_stay)`` from the transition matrix, sessions).
+
+        Example
+        -------
+        >>> model.describe().round(3)                 # doctest: +SKIP
+        """
+        out = self.table.copy()
+        out["expected_spell"] = self.expected_spell
+        out.index = pd.Index(self.regimes, name="regime")
+        return out
+
+    # -- saving ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
         """Everything :func:`load` needs, as plain JSON types."""
-        import sklearn
-
         try:
             from . import __version__ as pitools_version
         except ImportError:  # pragma: no cover - only while pitools/__init__ is half-imported
             pitools_version = None
-        gm = self._mixture
+        table = {c: [None if not np.isfinite(v) else float(v) for v in self.table[c]] for c in TABLE_COLUMNS}
         return {
-            "format": FORMAT, "version": FORMAT_VERSION,
-            "pitools_version": pitools_version, "sklearn_version": sklearn.__version__,
+            "format": FORMAT, "version": FORMAT_VERSION, "pitools_version": pitools_version,
             "regimes": list(self.regimes), "features": list(FEATURES),
-            "window": self.window, "high_window": self.high_window, "persistence": self.persistence,
+            "window": self.window, "high_window": self.high_window,
             "random_state": self.random_state, "n_init": self.n_init, "trained_on": dict(self.trained_on),
             "feature_mean": self.feature_mean.tolist(), "feature_std": self.feature_std.tolist(),
-            "weights": gm.weights_.tolist(), "means": gm.means_.tolist(), "covariances": gm.covariances_.tolist(),
-            "precisions_cholesky": gm.precisions_cholesky_.tolist(),
+            "transmat": self.transmat.tolist(), "start": self.start.tolist(),
+            "means": self.means.tolist(), "covariances": self.covariances.tolist(), "table": table,
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -438,37 +551,76 @@ class RegimeModel:
 
     def __repr__(self) -> str:
         t = self.trained_on
+        spells = "/".join(f"{s:.0f}" for s in self.expected_spell)
         return (f"<RegimeModel {self.n_regimes} regimes {' < '.join(self.regimes)}; trained on "
                 f"{t.get('start')}..{t.get('end')} ({t.get('n_sessions')} sessions); window {self.window}, "
-                f"persistence {self.persistence}>")
+                f"expected spells {spells} sessions>")
+
+
+# -- training -------------------------------------------------------------------------------
+
+@contextmanager
+def _quiet_hmmlearn():
+    """hmmlearn logs a warning whenever an EM step lowers the likelihood by rounding (~1e-4)."""
+    log = logging.getLogger("hmmlearn")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _fit_hmm(z: np.ndarray, k: int, n_init: int, random_state: int | None):
+    """The best of `n_init` seeded Baum–Welch fits (highest log-likelihood)."""
+    from hmmlearn.hmm import GaussianHMM
+    from threadpoolctl import threadpool_limits
+
+    seeds = np.random.RandomState(random_state).randint(0, 2**31 - 1, size=n_init)
+    best, best_score, failure = None, -np.inf, None
+    # one BLAS thread: the matrices are 4 x 4, so more threads only double the CPU time (measured)
+    # and take cores from whatever else the night runs
+    with _quiet_hmmlearn(), threadpool_limits(limits=1), np.errstate(divide="ignore", invalid="ignore"):
+        for seed in seeds:
+            hmm = GaussianHMM(n_components=k, covariance_type="full", n_iter=200, tol=1e-3,
+                              random_state=int(seed))
+            try:
+                hmm.fit(z)
+                score = hmm.score(z)
+            except (ValueError, np.linalg.LinAlgError) as exc:  # a start that collapsed a component
+                failure = exc
+                continue
+            if np.isfinite(score) and score > best_score:
+                best, best_score = hmm, score
+    if best is None:
+        raise DataError(f"the regime model could not be fitted with {k} regimes ({failure}); try a smaller "
+                        "`n_regimes` or a longer history")
+    return best, float(best_score)
 
 
 def train(vix, sp500, n_regimes: int = 4, *, names: Sequence[str] | None = None, window: int = 20,
-          high_window: int = 252, persistence: int = 3, random_state: int | None = 0,
-          n_init: int = 5) -> RegimeModel:
+          high_window: int = 252, random_state: int | None = 0, n_init: int = 5) -> RegimeModel:
     """Fit the regime model on daily VIX and S&P 500 closes.
 
     Parameters
     ----------
     vix, sp500 : pandas.Series
         Closes indexed by date; aligned on their common dates, NaN days dropped. Needs at
-        least :data:`MIN_TRAIN_SESSIONS` common sessions with defined features.
+        least :data:`MIN_TRAIN_SESSIONS` common sessions with defined features. A longer
+        S&P 500 history than the VIX's is welcome: it defines the first drawdowns.
     n_regimes : int
-        Mixture components (2 to 12).
+        Hidden states (2 to 12).
     names : list of str, optional
-        Regime names, calmest first; default ``calm_bull, volatile_bull, bear, crisis`` for
-        four regimes, else ``regime_0, regime_1, …``.
+        Regime names, calmest first; default: named from the features table by
+        :func:`name_regimes` (see the module docstring).
     window : int
         Sessions of the trailing return and realised volatility.
     high_window : int
         Sessions of the trailing high the drawdown is measured from.
-    persistence : int
-        Consecutive sessions a new regime must show before it is adopted (1 = raw labels);
-        a jump into the most stressed regime is adopted at once.
     random_state : int or None
-        Seed of the mixture's initialisation: the same data and seed give the same model.
+        Seed of the fits' initialisation: the same data and seed give the same model.
     n_init : int
-        Initialisations; the best fit is kept.
+        Fits from different starts; the one with the highest likelihood is kept.
 
     Returns
     -------
@@ -478,13 +630,13 @@ def train(vix, sp500, n_regimes: int = 4, *, names: Sequence[str] | None = None,
     -------
     >>> model = pt.regime.train(vix, spx)         # doctest: +SKIP
     >>> model                                     # doctest: +SKIP
-    <RegimeModel 4 regimes calm_bull < volatile_bull < bear < crisis; trained on ...>
+    <RegimeModel 4 regimes calm_bull < volatile_bull < volatile < crisis; trained on ...>
     """
     n_regimes = _int("n_regimes", n_regimes, 2, MAX_REGIMES)
-    regimes = _names(names, n_regimes)
+    if names is not None:
+        names = _names(names, n_regimes)
     window = _int("window", window, 2, 260)
     high_window = _int("high_window", high_window, window, 2520)
-    persistence = _int("persistence", persistence, 1, 260)
     random_state = _int("random_state", random_state, 0, 2**32 - 1, allow_none=True)
     n_init = _int("n_init", n_init, 1, 100)
     v, s = _series("vix", vix), _series("sp500", sp500)
@@ -501,18 +653,25 @@ def train(vix, sp500, n_regimes: int = 4, *, names: Sequence[str] | None = None,
                         "check that `vix` and `sp500` are real closes")
     z = (x - mean) / std
 
-    from sklearn.mixture import GaussianMixture
+    hmm, log_likelihood = _fit_hmm(z, n_regimes, n_init, random_state)
+    transmat = _floored(hmm.transmat_)
+    means, covariances = hmm.means_.copy(), hmm.covars_.copy()
+    start = _stationary(transmat)
+    # calmest first: by the mean VIX (then realised volatility) of the sessions each regime labels
+    codes = _forward_filter(_log_emissions(z, means, covariances), start, transmat).argmax(axis=1)
+    first = _table(f, codes, n_regimes, means, mean, std)
+    order = np.lexsort((first["rvol"].to_numpy(), first["vix"].to_numpy()))
+    transmat, means, covariances, start = transmat[np.ix_(order, order)], means[order], covariances[order], start[order]
+    codes = _forward_filter(_log_emissions(z, means, covariances), start, transmat).argmax(axis=1)
+    table = _table(f, codes, n_regimes, means, mean, std)
+    regimes = names if names is not None else name_regimes(table)
 
-    gm = GaussianMixture(n_components=n_regimes, covariance_type="full", n_init=n_init, max_iter=500,
-                         random_state=random_state).fit(z)
-    # calmest first: mean VIX of the component, ties by its realised volatility
-    order = np.lexsort((gm.means_[:, 2], gm.means_[:, 0]))
-    mixture = _gaussian_mixture(gm.weights_[order].copy(), gm.means_[order].copy(), gm.covariances_[order].copy(),
-                                gm.precisions_cholesky_[order].copy(), random_state)
-    mixture.converged_, mixture.n_iter_, mixture.lower_bound_ = gm.converged_, gm.n_iter_, gm.lower_bound_
-    trained_on = {"start": str(f.index[0].date()), "end": str(f.index[-1].date()), "n_sessions": int(len(f))}
-    return RegimeModel(regimes, window, high_window, persistence, mean, std, trained_on, random_state, n_init,
-                       mixture)
+    from hmmlearn import __version__ as hmmlearn_version
+
+    trained_on = {"start": str(f.index[0].date()), "end": str(f.index[-1].date()), "n_sessions": int(len(f)),
+                  "log_likelihood": round(log_likelihood, 6), "hmmlearn": hmmlearn_version}
+    return RegimeModel(regimes, window, high_window, mean, std, transmat, start, means, covariances,
+                       table.set_axis(pd.Index(regimes, name="regime")), trained_on, random_state, n_init)
 
 
 # -- loading --------------------------------------------------------------------------------
@@ -524,15 +683,21 @@ def _array(doc: dict, key: str, shape: tuple[int, ...]) -> np.ndarray:
     return a
 
 
+def _probabilities(a: np.ndarray, key: str) -> np.ndarray:
+    if not (a > 0).all() or not np.allclose(a.sum(axis=-1), 1.0, rtol=0, atol=1e-9):
+        raise ValueError(f"{key!r} must hold positive probabilities summing to 1 (per row)")
+    return a
+
+
 def load(path: str | os.PathLike) -> RegimeModel:
     """Read a model written by :meth:`RegimeModel.save`.
 
     Raises
     ------
     DataError
-        The file is missing, not JSON, not a regime model, written by a newer pitools
-        (another format version), or its parameters are inconsistent. The message names
-        the file.
+        The file is missing, not JSON, not a regime model, of another format version (a
+        version-1 file holds the former Gaussian mixture: retrain), or its parameters are
+        inconsistent. The message names the file.
 
     Example
     -------
@@ -570,27 +735,22 @@ def load(path: str | os.PathLike) -> RegimeModel:
             raise ValueError(f"{k} regimes")
         window = _int("window", doc["window"], 2, 260)
         high_window = _int("high_window", doc["high_window"], window, 2520)
-        persistence = _int("persistence", doc["persistence"], 1, 260)
         random_state = _int("random_state", doc.get("random_state"), 0, 2**32 - 1, allow_none=True)
         n_init = _int("n_init", doc.get("n_init", 1), 1, 100)
         mean = _array(doc, "feature_mean", (d,))
         std = _array(doc, "feature_std", (d,))
-        weights = _array(doc, "weights", (k,))
+        if not (std > 0).all():
+            raise ValueError("feature_std must be positive")
+        transmat = _probabilities(_array(doc, "transmat", (k, k)), "transmat")
+        start = _probabilities(_array(doc, "start", (k,)), "start")
         means = _array(doc, "means", (k, d))
-        cov = _array(doc, "covariances", (k, d, d))
-        if not (std > 0).all() or not (weights > 0).all() or abs(weights.sum() - 1.0) > 1e-6:
-            raise ValueError("feature_std and weights must be positive, weights summing to 1")
-        recomputed = _precisions_cholesky(cov)  # raises LinAlgError if a covariance is not positive definite
-        if "precisions_cholesky" in doc:
-            prec = _array(doc, "precisions_cholesky", (k, d, d))
-            if not np.allclose(prec, recomputed, rtol=1e-6, atol=1e-9):
-                raise ValueError("precisions_cholesky does not match covariances")
-        else:
-            prec = recomputed
+        covariances = _array(doc, "covariances", (k, d, d))
+        np.linalg.cholesky(covariances)  # raises LinAlgError if a covariance is not positive definite
+        table = pd.DataFrame({c: np.asarray([np.nan if v is None else v for v in doc["table"][c]], dtype=np.float64)
+                              for c in TABLE_COLUMNS}, index=pd.Index(regimes, name="regime"))
         trained_on = dict(doc.get("trained_on") or {})
     except (KeyError, TypeError, ValueError, np.linalg.LinAlgError) as exc:
         what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
         raise DataError(f"{where} is damaged ({what}); retrain and save the model again") from None
-    mixture = _gaussian_mixture(weights, means, cov, prec, random_state)
-    return RegimeModel(regimes, window, high_window, persistence, mean, std, trained_on, random_state, n_init,
-                       mixture)
+    return RegimeModel(regimes, window, high_window, mean, std, transmat, start, means, covariances, table,
+                       trained_on, random_state, n_init)
