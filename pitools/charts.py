@@ -267,7 +267,7 @@ def param_heatmap(evals: pd.DataFrame, strategies: Sequence[str] | None = None, 
         else:
             xt = ranked[0] if ranked else "parameter"
             x, y, yt = (params[xt] if ranked else []), fit, "fitness"
-        hover = [format_params(p) + f"<br>fitness {f:.3f}" for p, f in zip(g["params"], fit)]
+        hover = [format_params(p, name) + f"<br>fitness {f:.3f}" for p, f in zip(g["params"], fit)]
         fig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=name, showlegend=False, text=hover,
                                  hoverinfo="text", marker=dict(color=fit, coloraxis="coloraxis", size=9,
                                                                line=dict(width=0.5, color="black"))), row=r, col=c)
@@ -354,17 +354,18 @@ def equity_chart(curves: pd.DataFrame | Mapping[str, pd.Series], oos_start=None,
 
 # ---------------------------------------------------------------- tables
 
-def format_params(params: Mapping | None) -> str:
-    """``fast=10, slow=30`` (floats to 4 significant digits).
+def format_params(params: Mapping | None, strategy: str | None = None) -> str:
+    """``fast=10, slow=30`` — :func:`pitools.strategies.format_params`, the one place parameters
+    are written for people (integers as integers, reals to 4 significant digits).
 
     Example
     -------
     >>> format_params({"n": 14, "k": 2.0361})
     'n=14, k=2.036'
     """
-    if not params:
-        return ""
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
+    from .strategies import format_params as _format
+
+    return _format(params, strategy)
 
 
 def leaderboard_table(leaderboard: pd.DataFrame) -> pd.DataFrame:
@@ -380,7 +381,9 @@ def leaderboard_table(leaderboard: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Indexed by rank (1 = best fitness), rounded, ``params`` as text.
+        Indexed by rank (1 = best fitness), rounded, ``params`` as text; ``worth reading``
+        says ``yes`` for a positive fitness (out-of-sample Sharpe left after the penalties),
+        else ``no: fitness ≤ 0`` (or ``no: no result`` when every candidate failed).
 
     Example
     -------
@@ -390,11 +393,18 @@ def leaderboard_table(leaderboard: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({
         "strategy": lb["strategy"].to_numpy(),
         "fitness": lb["fitness"].astype(float).round(3).to_numpy(),
+        "worth reading": [_verdict(f) for f in lb["fitness"].astype(float)],
         "IS Sharpe (ann.)": lb["is_sharpe"].astype(float).round(2).to_numpy(),
         "OOS Sharpe (ann.)": lb["oos_sharpe"].astype(float).round(2).to_numpy(),
         "deflated Sharpe (prob.)": lb["deflated_sharpe"].astype(float).round(3).to_numpy(),
         "OOS max drawdown (%)": (100 * lb["oos_max_drawdown"].astype(float)).round(1).to_numpy(),
         "trades/year per symbol": lb["trades_per_year"].astype(float).round(2).to_numpy(),
-        "params": [format_params(p) for p in lb["params"]],
+        "params": [format_params(p, name) for p, name in zip(lb["params"], lb["strategy"])],
     }, index=pd.RangeIndex(1, len(lb) + 1, name="rank"))
     return out
+
+
+def _verdict(fitness: float) -> str:
+    if not math.isfinite(fitness):
+        return "no: no result"
+    return "yes" if fitness > 0 else "no: fitness ≤ 0"

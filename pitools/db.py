@@ -326,7 +326,7 @@ class TradesDB:
         rows = []
         for strategy, group in leaderboard.groupby("strategy", sort=True):
             for rank, rec in enumerate(group.sort_values("fitness", ascending=False).to_dict("records"), 1):
-                rows.append((night, strategy, rank, json.dumps(rec["params"], sort_keys=True),
+                rows.append((night, strategy, rank, _params_json(strategy, rec["params"]),
                              *(None if pd.isna(rec.get(c)) else float(rec[c]) for c in cols), run_id))
         with self._transaction():
             self.conn.execute("DELETE FROM evaluations WHERE night = ?", (night,))
@@ -378,7 +378,7 @@ class TradesDB:
                 "INSERT INTO signals (timestamp, session, symbol, strategy, side, strength, params, regime, run_id) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(now, session, r["symbol"], r["strategy"], r["side"], r.get("strength"),
-                  json.dumps(r.get("params") or {}, sort_keys=True), r.get("regime"), run_id) for r in rows])
+                  _params_json(r["strategy"], r.get("params")), r.get("regime"), run_id) for r in rows])
         return len(rows)
 
     def signals(self, session: str | None = None) -> pd.DataFrame:
@@ -388,6 +388,15 @@ class TradesDB:
             session = row[0]
         return self.query("SELECT session, symbol, strategy, side, strength, params, regime, run_id, timestamp "
                           "FROM signals WHERE session = ? ORDER BY strategy, symbol", (session,))
+
+
+def _params_json(strategy: str, params) -> str:
+    """A parameter set as trades.db stores it: integers as integers (``"fast": 25``, not 25.0),
+    reals exactly as they were run (not rounded: a stored set backtests to the same result;
+    reports round them for reading, :func:`pitools.strategies.format_params`)."""
+    from .strategies import typed_params
+
+    return json.dumps(typed_params(strategy, params), sort_keys=True)
 
 
 def open_trades_db(path: str | Path) -> TradesDB:

@@ -85,11 +85,38 @@ class SearchConfig:
     scoring: Scoring = field(default_factory=Scoring)
     bounds: dict = field(default_factory=dict)  # strategy -> {param: (low, high)}
 
-    def space(self, strategy: str) -> dict[str, tuple[float, float, str]]:
-        """``{param: (low, high, kind)}`` searched for `strategy`."""
+    def space(self, strategy: str, n_symbols: int | None = None) -> dict[str, tuple[float, float, str]]:
+        """``{param: (low, high, kind)}`` searched for `strategy`.
+
+        With `n_symbols` (the universe's size), a parameter that counts symbols (the
+        strategy's ``counts_symbols``: xs_momentum's ``top_k``) is bounded by it: above it no
+        bar ever has that many symbols to rank and nothing trades. Its high bound is clipped
+        to `n_symbols`; when the low bound then leaves no value below `n_symbols` (every
+        candidate would hold the whole universe: no ranking at all), the low bound falls back
+        to the strategy's own (1). :meth:`universe_note` says what was bounded.
+        """
         spec = _strategies.get(strategy)
         mine = self.bounds.get(strategy, {})
-        return {k: (*mine.get(k, (p.low, p.high)), p.kind) for k, p in spec.space.items()}
+        out = {k: (*mine.get(k, (p.low, p.high)), p.kind) for k, p in spec.space.items()}
+        if n_symbols is not None and n_symbols >= 1:
+            for k in spec.counts_symbols:
+                lo, hi, kind = out[k]
+                if hi <= n_symbols:
+                    continue
+                hi = float(n_symbols)
+                out[k] = (lo if lo < hi else min(spec.space[k].low, hi), hi, kind)
+        return out
+
+    def universe_note(self, strategy: str, n_symbols: int) -> str | None:
+        """A sentence for the report when `n_symbols` bounds what `strategy` searches, else None."""
+        wide, bounded = self.space(strategy), self.space(strategy, n_symbols)
+        clipped = [f"`{k}` {lo:g}–{hi:g} instead of {wide[k][0]:g}–{wide[k][1]:g}" if lo < hi
+                   else f"`{k}` fixed at {hi:g} instead of {wide[k][0]:g}–{wide[k][1]:g}"
+                   for k, (lo, hi, _) in bounded.items() if (lo, hi) != wide[k][:2]]
+        if not clipped:
+            return None
+        return (f"{strategy}: searching {', '.join(clipped)}: the universe has {n_symbols} symbol"
+                f"{'s' * (n_symbols != 1)} (a larger value never ranks a bar; params/strategies.yaml)")
 
 
 def _number(where: str, value, kind: str = "float") -> float:
@@ -306,13 +333,14 @@ class _Admissible:
 class _StrategyState:
     """The optimizer and the evaluation log of one strategy under ``<data_dir>/evolve/<name>``."""
 
-    def __init__(self, root: Path, strategy: str, config: SearchConfig, seed: int, population: int, night: str):
+    def __init__(self, root: Path, strategy: str, config: SearchConfig, seed: int, population: int, night: str,
+                 n_symbols: int | None = None):
         self.dir = root / strategy
         with _saving(self.dir):
             self.dir.mkdir(parents=True, exist_ok=True)
         _check_writable(self.dir, *(self.dir / name for name in (LOG_NAME, "optimizer.pkl", "state.json")))
         self.strategy, self.config, self.population, self.night = strategy, config, population, night
-        self.space = config.space(strategy)
+        self.space = config.space(strategy, n_symbols)
         self.seed = (seed * 1_000_003 + zlib.crc32(strategy.encode())) % 2**32
         self.log_path = self.dir / LOG_NAME
         self.records = read_evaluations(self.log_path, night=night)  # a night reads only its past
@@ -330,6 +358,9 @@ class _StrategyState:
 
         items = {}
         for name, (lo, hi, kind) in self.space.items():
+            if lo == hi:  # bounded by a small universe to one value: a constant, not searched
+                items[name] = int(lo) if kind == "int" else float(lo)
+                continue
             scalar = ng.p.Scalar(lower=lo, upper=hi)
             items[name] = scalar.set_integer_casting() if kind == "int" else scalar
         param = ng.p.Dict(**items)
@@ -456,18 +487,20 @@ class EvolveReport:
     evaluations: int
     elapsed_s: float
     peak_pss_bytes: int
+    notes: list = field(default_factory=list)  # what bounded the search tonight (a small universe …)
 
     def to_text(self) -> str:
         from .memory import format_mb
 
         lb = self.leaderboard.copy()
-        lb["params"] = lb["params"].map(lambda p: ", ".join(f"{k}={v:g}" for k, v in p.items()))
+        lb["params"] = [_strategies.format_params(p, name) for p, name in zip(lb["params"], lb["strategy"])]
         cols = ["strategy", "fitness", "is_sharpe", "oos_sharpe", "oos_max_drawdown", "trades_per_year",
                 "deflated_sharpe", "trials", "params"]
         with pd.option_context("display.width", 200, "display.max_colwidth", 60):
             table = lb[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")
+        notes = "".join(f"note: {n}\n" for n in self.notes)
         return (f"evolution, night {self.night}: {self.evaluations} evaluations in {self.elapsed_s:.2f} s, "
-                f"pool peak PSS {format_mb(self.peak_pss_bytes)}\n{table}")
+                f"pool peak PSS {format_mb(self.peak_pss_bytes)}\n{notes}{table}")
 
 
 def evolve(profile: Profile, strategies=None, store=None, night: str | None = None, config: SearchConfig | None = None,
@@ -477,7 +510,9 @@ def evolve(profile: Profile, strategies=None, store=None, night: str | None = No
     Loads the profile's universe (``max_symbols`` × ``max_years``, within
     ``memory_budget_mb``) from `store` (default: the profile's), unless a `panel` is given,
     and writes state under ``<data_dir>/evolve``, holding ``<data_dir>/evolve.lock``.
-    `night` (default: the panel's last session) reads only evaluations of nights up to it.
+    `night` (default: the last closed NYSE session, as ``pitools nightly``) must be a closed
+    session (:class:`~pitools.errors.NightError` otherwise); the store's bars and the
+    evaluations of nights up to it are read, nothing later.
 
     Raises
     ------
@@ -490,22 +525,23 @@ def evolve(profile: Profile, strategies=None, store=None, night: str | None = No
         The data folder cannot be written (exit code 2), naming it.
     """
     from .data import Store, load_panel
+    from .data.freshness import resolve_night
     from .data.panel import select_universe
 
     names = list(strategies or _strategies.names())
     for name in names:
         _strategies.get(name)  # unknown names fail before any work
-    night = as_night(night)  # so is a malformed night; a date or a Timestamp becomes "YYYY-MM-DD"
+    # the same session as `pitools nightly`: a closed NYSE session, by default the last one
+    night = as_night(resolve_night(night, what="night"))
     with contextlib.ExitStack() as held:
         _take_the_data_folder(held, profile, names)
         config = config or load_search_config()
         if panel is None:
             st = Store.open(store if store is not None else profile.store_dir)
             symbols, start = select_universe(st, profile.max_symbols, profile.max_years)
-            panel = load_panel(st, symbols=symbols, start=start, fields=("open", "high", "low", "close"),
-                               memory_budget_mb=profile.memory_budget_mb)
-        return _night(profile, names, panel, night or str(panel.dates[-1].date()), config, backend, scheduler,
-                      progress)
+            panel = load_panel(st, symbols=symbols, start=start, end=night, fields=("open", "high", "low", "close"),
+                               memory_budget_mb=profile.memory_budget_mb)  # the night's past only
+        return _night(profile, names, panel, night, config, backend, scheduler, progress)
 
 
 def _nightly_runner() -> dict:
@@ -537,8 +573,12 @@ def _night(profile: Profile, names: list[str], panel, night: str, config: Search
     windows = tuple(walk_forward_windows(panel.n_bars, config.scoring))
     root = profile.data_dir / "evolve"
     ctx = EvalContext(panel, windows, config.scoring)
-    states = {name: _StrategyState(root, name, config, profile.seed, profile.population_size, night)
+    states = {name: _StrategyState(root, name, config, profile.seed, profile.population_size, night,
+                                   n_symbols=panel.n_symbols)
               for name in names}
+    notes = [n for n in (config.universe_note(name, panel.n_symbols) for name in names) if n]
+    for note in notes:
+        log.info("%s", note)
     incumbents = {name: st.incumbents(config.incumbents) for name, st in states.items()}
     tonight = {name: [] for name in names}
     best = dict.fromkeys(names, -math.inf)
@@ -581,7 +621,7 @@ def _night(profile: Profile, names: list[str], panel, night: str, config: Search
     for name in names:
         log.info("%s: best fitness %.3f (optimizer %s)", name, best[name], states[name].origin)
     board = pd.DataFrame(rows).sort_values("fitness", ascending=False, na_position="last").reset_index(drop=True)
-    return EvolveReport(night, board, pd.DataFrame(history), n_evals, elapsed, peak)
+    return EvolveReport(night, board, pd.DataFrame(history), n_evals, elapsed, peak, notes)
 
 
 def _plain(value: dict) -> dict:

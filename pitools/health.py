@@ -80,7 +80,7 @@ def _data(store_dir: Path, night, allowed_missed: int) -> Check:
     except PitoolsError as exc:
         return Check("data", FAIL, str(exc))
     if fresh.last_bar is None:
-        return Check("data", FAIL, f"the store at {store_dir} is empty")
+        return Check("data", FAIL, f"the store at {store_dir} holds no equity bars (the traded universe)")
     if not fresh.ok:
         return Check("data", FAIL, f"{fresh.summary()}: 04_signals refuses stale data (research still runs); "
                                    "bring the store up to date")

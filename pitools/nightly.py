@@ -174,11 +174,11 @@ def _entry(where: str, name: str, entry: dict, earlier: list[NotebookSpec], root
 
 def _check_parameters(specs: list[NotebookSpec]) -> None:
     """Every parameter the runner passes must exist in the notebook's `parameters` cell."""
-    import papermill as pm
+    from .kernel_quiet import inspect_parameters
 
     for spec in specs:
         try:
-            declared = set(pm.inspect_notebook(str(spec.path)))
+            declared = inspect_parameters(spec.path)  # without papermill's "Input Notebook" INFO line
         except Exception as exc:  # a notebook papermill cannot read is bad input
             raise ConfigError(f"notebook {spec.name!r} ({spec.path}) cannot be read: {exc}") from None
         for name in (*STANDARD_PARAMETERS, *spec.parameters):
@@ -362,7 +362,7 @@ def _versions() -> dict:
 
     out = {"python": sys.version.split()[0]}
     for pkg in ("pitools", "numpy", "pandas", "numba", "pyarrow", "papermill", "nbconvert", "ipykernel", "plotly",
-                "nevergrad", "scikit-learn"):
+                "nevergrad", "scikit-learn", "hmmlearn", "exchange-calendars"):
         with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
     return out
@@ -432,11 +432,16 @@ def _cells_seconds(nb) -> float:
     return sum(float(c.get("metadata", {}).get("papermill", {}).get("duration") or 0) for c in nb.cells)
 
 
+def _cut(text: str, limit: int = 600) -> str:
+    """An error for run.json and the summary line: whole up to `limit`, then marked as cut."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _error_of(nb) -> str | None:
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             if out.get("output_type") == "error":
-                return f"{out.get('ename')}: {out.get('evalue')}"[:300]
+                return _cut(f"{out.get('ename')}: {out.get('evalue')}")
     return None
 
 
@@ -515,9 +520,9 @@ def _run_notebook(spec: NotebookSpec, params: dict, run_dir: Path, kernel: str, 
                             start_timeout=120, **({"kernel_manager_class": kernel_manager} if kernel_manager else {}))
         status = "ok"
     except pm.PapermillExecutionError as exc:
-        status, error = "failed", f"{exc.ename}: {exc.evalue}"[:300]
+        status, error = "failed", _cut(f"{exc.ename}: {exc.evalue}")
     except Exception as exc:  # the kernel died (our limit, the OOM killer), never started, or the disk is full
-        status, error = "failed", _describe(exc)[:300]
+        status, error = "failed", _cut(_describe(exc))
     finally:
         watch.stop()
         _kill([p for p in descendants() if p not in before])  # nothing of this notebook outlives it
@@ -548,7 +553,7 @@ def _run_notebook(spec: NotebookSpec, params: dict, run_dir: Path, kernel: str, 
     except Exception as exc:  # the notebook is the record; a report that cannot render must not hide it
         log.error("%s: HTML export to %s failed: %s", spec.name, run_dir / f"{spec.name}.html", _describe(exc))
         if status == "ok":
-            status, error = "failed", f"HTML export failed: {_describe(exc)}"[:300]
+            status, error = "failed", _cut(f"HTML export failed: {_describe(exc)}")
     html_s = time.perf_counter() - t1
     cells_s = _cells_seconds(nb)
     rec.update({"status": status, "error": error, "duration_s": round(ran_s + html_s, 3),
@@ -708,6 +713,7 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
         Another notebook list than ``params/nightly.yaml``.
     """
     from .data import Store
+    from .kernel_quiet import quiet_shutdown
     from .kernelspec import ensure_kernel
 
     root = root or project_root()
@@ -747,7 +753,7 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
             handler = _papermill_log(run_dir)
             _reserve_space(run_dir)
             sock_dir = _socket_dir(profile.data_dir)
-            kernel_manager = _ipc_kernel_manager(sock_dir)
+            kernel_manager = quiet_shutdown(_ipc_kernel_manager(sock_dir))  # no SIGINT before shutdown
             plotly_src = "../" + plotly_asset(outputs)
             _save_progress(rec, outputs)
             log.info("nightly %s: %d notebooks, profile %s, outputs %s", night, len(specs), profile.name, run_dir)

@@ -27,7 +27,8 @@ from .evolution_log import LOG_NAME, as_night, read_evaluations
 
 __all__ = ["INDEX_SYMBOLS", "GROWTH_REFIT", "regime_model_path", "index_series", "refit_reason", "fit_or_update",
            "current_regime", "regime_table", "read_evaluation_log", "night_leaderboard", "previous_night", "changes_since",
-           "signal_sessions", "signal_counts", "signal_flips", "read_run_record", "resources_table"]
+           "signal_sessions", "signal_counts", "signal_flips", "worth_reading", "positions",
+           "read_run_record", "resources_table"]
 
 INDEX_SYMBOLS = ("^VIX", "^GSPC")
 GROWTH_REFIT = 1.25  # refit when the sessions the model could learn from grew by this factor
@@ -263,7 +264,7 @@ def changes_since(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
         ``params before``, ``params now``, ``what changed`` (``fast 10→12; slow 30→41``,
         ``same params``, ``new strategy`` or ``not evaluated tonight``).
     """
-    from .charts import format_params
+    from .strategies import format_params, format_value
 
     b = before.set_index("strategy") if len(before) else pd.DataFrame(columns=["fitness", "params"])
     n = now.set_index("strategy") if len(now) else pd.DataFrame(columns=["fitness", "params"])
@@ -278,18 +279,15 @@ def changes_since(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
         elif pn is None:
             what = "not evaluated tonight"
         else:
-            diffs = [f"{k} {_num(pb.get(k))}→{_num(pn.get(k))}" for k in dict.fromkeys([*pb, *pn])
+            diffs = [f"{k} {format_value(pb.get(k))}→{format_value(pn.get(k))}" for k in dict.fromkeys([*pb, *pn])
                      if pb.get(k) != pn.get(k)]
             what = "; ".join(diffs) if diffs else "same params"
         rows[name] = {"fitness before": fb, "fitness now": fn, "Δ fitness": fn - fb,
-                      "params before": format_params(pb), "params now": format_params(pn), "what changed": what}
+                      "params before": format_params(pb, name), "params now": format_params(pn, name),
+                      "what changed": what}
     out = pd.DataFrame.from_dict(rows, orient="index")
     out.index.name = "strategy"
     return out.round({"fitness before": 3, "fitness now": 3, "Δ fitness": 3})
-
-
-def _num(v) -> str:
-    return "—" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def signal_sessions(db) -> list[str]:
@@ -320,6 +318,50 @@ def signal_flips(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
     return m.sort_values(key).reset_index(drop=True)
 
 
+def worth_reading(board: pd.DataFrame) -> list[str]:
+    """The strategies of a leaderboard (:func:`night_leaderboard`) with a positive fitness —
+    out-of-sample Sharpe left after the penalties — best first. The others (fitness ≤ 0, or no
+    result) lost out of sample tonight: their signals are shown apart, not to be traded."""
+    if board.empty:
+        return []
+    fit = pd.to_numeric(board["fitness"], errors="coerce").astype(float)
+    ranked = board.assign(_fit=fit)[fit > 0].sort_values(["_fit", "strategy"], ascending=[False, True])
+    return list(ranked["strategy"])
+
+
+def positions(signals: pd.DataFrame, board: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Tomorrow's positions (the non-flat signals), split into those of strategies worth reading
+    and the others.
+
+    Parameters
+    ----------
+    signals : pandas.DataFrame
+        One session's rows of trades.db ``signals`` (``db.signals(session)``).
+    board : pandas.DataFrame
+        The night's :func:`night_leaderboard` (fitness per strategy).
+
+    Returns
+    -------
+    (worth, others) : two pandas.DataFrame
+        Columns ``strategy``, ``fitness``, ``symbol``, ``side``, ``regime``; best strategy
+        first, then by symbol. `worth`: strategies of :func:`worth_reading`; `others`: those
+        with fitness ≤ 0 or none tonight. ``strength`` is left out: ``pitools.signals``
+        writes 1.0 for every position (0.0 for flat), so it says nothing a side does not.
+    """
+    cols = ["strategy", "fitness", "symbol", "side", "regime"]
+    fitness = dict(zip(board["strategy"], pd.to_numeric(board["fitness"], errors="coerce").astype(float))) \
+        if len(board) else {}
+    active = signals[signals["side"] != "flat"] if len(signals) else signals
+    out = pd.DataFrame({"strategy": active.get("strategy", pd.Series(dtype=object)).to_numpy(),
+                        "symbol": active.get("symbol", pd.Series(dtype=object)).to_numpy(),
+                        "side": active.get("side", pd.Series(dtype=object)).to_numpy(),
+                        "regime": active.get("regime", pd.Series(dtype=object)).to_numpy()})
+    out["fitness"] = out["strategy"].map(fitness).astype(float).round(3)
+    out = out.sort_values(["fitness", "strategy", "symbol"], ascending=[False, True, True], na_position="last")
+    good = out["strategy"].isin(worth_reading(board))
+    return out[good][cols].reset_index(drop=True), out[~good][cols].reset_index(drop=True)
+
+
 # ---------------------------------------------------------------- the run record
 
 def read_run_record(run_dir) -> dict | None:
@@ -336,21 +378,30 @@ def read_run_record(run_dir) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
-def resources_table(record: dict) -> pd.DataFrame:
+def resources_table(record: dict, now=None, running_rss_bytes: int | None = None) -> pd.DataFrame:
     """Per notebook of a run record: status, duration (s), peak PSS and RSS (MB), and a total row.
 
     The total's duration is the sum, its memory the run's ``peak_pss_bytes`` (else the
-    largest notebook's); values the runner has not written yet are NaN.
+    largest notebook's). A notebook still running (the report itself, read while the run
+    goes on) says ``running``, its duration so far (from its ``started_at`` to `now`,
+    default the current time) and, given `running_rss_bytes`, its kernel's peak RSS so far;
+    what the runner has not measured yet is NaN (a report shows it as a dash).
     """
     mb = 1024.0 * 1024.0
+    moment = pd.Timestamp.now(tz="UTC") if now is None else _utc(now)
     rows = {}
     for nb in record.get("notebooks") or []:
-        rows[str(nb.get("name", "?"))] = {
-            "status": nb.get("status", "?"),
-            "duration (s)": _float(nb.get("duration_s")),
-            "peak PSS (MB)": _float(nb.get("peak_pss_bytes")) / mb,
-            "peak RSS (MB)": _float(nb.get("peak_rss_bytes")) / mb,
-        }
+        status = nb.get("status", "?")
+        row = {"status": status, "duration (s)": _float(nb.get("duration_s")),
+               "peak PSS (MB)": _float(nb.get("peak_pss_bytes")) / mb,
+               "peak RSS (MB)": _float(nb.get("peak_rss_bytes")) / mb}
+        if status == "running":
+            started = _utc(nb.get("started_at"))
+            if not math.isfinite(row["duration (s)"]) and started is not None and moment is not None:
+                row["duration (s)"] = max((moment - started).total_seconds(), 0.0)
+            if not math.isfinite(row["peak RSS (MB)"]) and running_rss_bytes:
+                row["peak RSS (MB)"] = float(running_rss_bytes) / mb
+        rows[str(nb.get("name", "?"))] = row
     out = pd.DataFrame.from_dict(rows, orient="index",
                                  columns=["status", "duration (s)", "peak PSS (MB)", "peak RSS (MB)"])
     run_pss = _float(record.get("peak_pss_bytes")) / mb
@@ -360,6 +411,19 @@ def resources_table(record: dict) -> pd.DataFrame:
     out.loc["total"] = total
     out.index.name = "notebook"
     return out.round({"duration (s)": 1, "peak PSS (MB)": 1, "peak RSS (MB)": 1})
+
+
+def _utc(value) -> pd.Timestamp | None:
+    """`value` (an ISO time, naive meaning UTC) as a UTC timestamp; None when it is not one."""
+    if value is None:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        return None
+    if ts is pd.NaT:
+        return None
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def _float(v) -> float:

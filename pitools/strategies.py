@@ -16,12 +16,16 @@ strategy can also be gated by the market regime (the ``regime_filter`` argument 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .errors import DataError, did_you_mean
 
-__all__ = ["Param", "Strategy", "register", "get", "names", "REGISTRY"]
+__all__ = ["Param", "Strategy", "register", "get", "names", "REGISTRY", "typed_params", "format_value",
+           "format_params"]
+
+SIGNIFICANT_DIGITS = 4  # a real parameter as a report shows it: 19.453824394278428 -> 19.45
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,10 @@ class Strategy:
     constraints: tuple[tuple[Callable[[dict], bool], str], ...] = ()
     portfolio_level: bool = False  # ranks the whole universe (xs_momentum)
     fields: tuple[str, ...] = ("open", "high", "low", "close")
+    # parameters that count symbols of the universe (xs_momentum's top_k): above the number of
+    # symbols they mean nothing (no bar ever has top_k returns to rank), so evolve searches them
+    # up to the universe's size (pitools.evolve.SearchConfig.space)
+    counts_symbols: tuple[str, ...] = ()
 
     @property
     def defaults(self) -> dict[str, float]:
@@ -75,6 +83,22 @@ class Strategy:
             if not ok(out):
                 shown = ", ".join(f"{k}={v:g}" for k, v in out.items())
                 raise DataError(f"{self.name}: {message} (got {shown})")
+        return out
+
+    def typed(self, params: Mapping) -> dict:
+        """`params` as people write them and as trades.db stores them: integer parameters as
+        ``int`` (not ``25.0``), real ones as ``float`` with the exact value given (what was
+        run: never rounded here), in the space's order; keys the space does not know follow as
+        given. Nothing is checked (see :meth:`validate`); an integer parameter holding a
+        fraction is left a float rather than changed.
+
+        Example
+        -------
+        >>> get("rsi_reversion").typed({"upper": 70, "n": 14.0, "lower": 19.453824394278428})
+        {'n': 14, 'lower': 19.453824394278428, 'upper': 70.0}
+        """
+        out = {k: _typed_value(self.space[k].kind, params[k]) for k in self.space if k in params}
+        out.update({k: _plain(v) for k, v in params.items() if k not in self.space})
         return out
 
     def kernel_nb(self):
@@ -101,6 +125,21 @@ class Strategy:
         if self.builtin_id is not None:
             return functools.partial(driver.builtin_signals_nb, self.builtin_id)
         return functools.partial(signals.signals_nb, self.kernel_nb())
+
+
+def _plain(value):
+    """A numpy scalar as the Python number it holds (json and repr show it plainly); anything
+    else as it is."""
+    return value.item() if getattr(value, "shape", None) == () and hasattr(value, "item") else value
+
+
+def _typed_value(kind: str, value):
+    value = _plain(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if kind == "int":
+        return int(value) if float(value).is_integer() else value
+    return float(value)
 
 
 REGISTRY: dict[str, Strategy] = {}
@@ -154,4 +193,59 @@ register(Strategy("ts_momentum", {"lookback": _int(5, 400, 120)}, "ts_momentum_n
                   "long after a positive lookback return, short after a negative one"))
 register(Strategy("xs_momentum", {"lookback": _int(5, 400, 120), "top_k": _int(1, 500, 10), "rebalance": _int(1, 126, 21)},
                   "xs_momentum_nb", "hold the top-k of the universe by lookback return, rebalanced every n bars",
-                  portfolio_level=True, fields=("open", "high", "low", "close")))
+                  portfolio_level=True, fields=("open", "high", "low", "close"), counts_symbols=("top_k",)))
+
+
+# ---------------------------------------------------------------- parameters as people write them
+
+def typed_params(strategy: str | None, params: Mapping | None) -> dict:
+    """`params` of `strategy` typed by its space (:meth:`Strategy.typed`): ints as ints, reals
+    exact, in the space's order. For a strategy that is not registered here (a user's module
+    that failed to import), or `strategy` None, values are only made plain Python numbers."""
+    params = dict(params or {})
+    spec = REGISTRY.get(strategy) if isinstance(strategy, str) else None
+    return spec.typed(params) if spec is not None else {k: _plain(v) for k, v in params.items()}
+
+
+def format_value(value) -> str:
+    """One parameter value as a person writes it: ``10``, ``19.45``, ``0.001``, ``2`` (a real
+    number to :data:`SIGNIFICANT_DIGITS` significant digits, never in exponent form; a whole
+    number without ``.0``); None as ``—``.
+
+    Example
+    -------
+    >>> [format_value(v) for v in (25.0, 19.453824394278428, 0.5, 12345.6, 7, None)]
+    ['25', '19.45', '0.5', '12350', '7', '—']
+    """
+    value = _plain(value)
+    if value is None:
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    digits = SIGNIFICANT_DIGITS - 1 - math.floor(math.log10(abs(value)))
+    rounded = round(value, digits)  # to 4 significant digits (digits < 0 rounds to tens, hundreds …)
+    if float(rounded).is_integer():
+        return str(int(rounded))
+    return f"{rounded:.{max(digits, 0)}f}".rstrip("0").rstrip(".")
+
+
+def format_params(params: Mapping | None, strategy: str | None = None) -> str:
+    """``fast=10, slow=30, k=2.036``: the parameters as a report shows them (:func:`format_value`),
+    in the order of `strategy`'s space when it is given and registered; "" for none.
+
+    Example
+    -------
+    >>> format_params({"slow": 30.0, "fast": 10.0}, "sma_cross")
+    'fast=10, slow=30'
+    >>> format_params({"n": 14, "k": 2.0361})
+    'n=14, k=2.036'
+    """
+    if not params:
+        return ""
+    return ", ".join(f"{k}={format_value(v)}" for k, v in typed_params(strategy, params).items())

@@ -97,7 +97,7 @@ class TuneResult:
 
 
 def _typed(spec, checked: dict) -> dict:
-    return {k: int(v) if spec.space[k].kind == "int" else float(v) for k, v in checked.items()}
+    return spec.typed(checked)  # ints as ints (the sliders' kinds), reals exact
 
 
 def _plain(v):
@@ -452,7 +452,7 @@ class TuneSession:
         peak = np.fmax.accumulate(equity)
         with np.errstate(invalid="ignore", divide="ignore"):
             drawdown = equity / peak - 1.0
-        shown = ", ".join(f"{k}={v:g}" for k, v in params.items())
+        shown = _strategies.format_params(params, spec.name)
         title = (f"{spec.name} ({shown}): {focus} with trades · equal-weight portfolio of {sub.n_symbols} "
                  f"symbol{'s' * (sub.n_symbols != 1)} vs buy & hold · drawdown")
         return FigureData(title, focus, sub.dates, self._sub_x, sub.close[:, j].astype(np.float64), trades, equity, bh, drawdown)

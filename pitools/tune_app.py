@@ -26,7 +26,8 @@ from .tune import FigureData, TuneResult, TuneSession
 
 __all__ = ["make_figure", "apply", "TuneApp", "TRACES"]
 
-TRACES = ("price", "entries", "exits", "equity", "buy & hold", "drawdown")  # make_figure's trace order
+# make_figure's traces in order, by their legend names ("price" becomes "<symbol> price").
+TRACES = ("price", "entries", "exits", "strategy equity", "buy & hold", "drawdown")
 
 
 # ---------------------------------------------------------------- the figure
@@ -47,15 +48,16 @@ def make_figure(widget: bool = True):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    price, entries, exits, equity, buy_hold, drawdown = TRACES
     base = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.5, 0.3, 0.2], vertical_spacing=0.04)
-    base.add_trace(go.Scatter(name="close", mode="lines", line=dict(color="#444", width=1)), row=1, col=1)
-    base.add_trace(go.Scatter(name="entry", mode="markers", marker=dict(symbol="triangle-up", size=9, color="seagreen")),
-                   row=1, col=1)
-    base.add_trace(go.Scatter(name="exit", mode="markers", marker=dict(symbol="triangle-down", size=9, color="firebrick")),
-                   row=1, col=1)
-    base.add_trace(go.Scatter(name="strategy", mode="lines", line=dict(color="royalblue")), row=2, col=1)
-    base.add_trace(go.Scatter(name="buy & hold", mode="lines", line=dict(color="grey", dash="dot")), row=2, col=1)
-    base.add_trace(go.Scatter(name="drawdown", mode="lines", fill="tozeroy", line=dict(color="firebrick", width=1)),
+    base.add_trace(go.Scatter(name=price, mode="lines", line=dict(color="#444", width=1)), row=1, col=1)
+    base.add_trace(go.Scatter(name=entries, mode="markers",
+                              marker=dict(symbol="triangle-up", size=9, color="seagreen")), row=1, col=1)
+    base.add_trace(go.Scatter(name=exits, mode="markers",
+                              marker=dict(symbol="triangle-down", size=9, color="firebrick")), row=1, col=1)
+    base.add_trace(go.Scatter(name=equity, mode="lines", line=dict(color="royalblue")), row=2, col=1)
+    base.add_trace(go.Scatter(name=buy_hold, mode="lines", line=dict(color="grey", dash="dot")), row=2, col=1)
+    base.add_trace(go.Scatter(name=drawdown, mode="lines", fill="tozeroy", line=dict(color="firebrick", width=1)),
                    row=3, col=1)
     base.update_xaxes(type="date")
     base.update_yaxes(title_text="price", row=1, col=1)
@@ -73,8 +75,14 @@ def make_figure(widget: bool = True):
 
 def apply(fig, result) -> bool:
     """Draw `result`'s figure data (a TuneResult or FigureData) into `fig` in place, in one
-    ``batch_update`` (one message to the browser). Returns False, changing nothing, for a
+    ``plotly_update`` (one message to the browser). Returns False, changing nothing, for a
     result with an error or no data.
+
+    Every property the update sends is given for all six traces. A ``batch_update`` sends
+    only what changed, as ``[value, undefined, …]`` over the traces, and the widget's model
+    in the browser keeps those undefined entries: a view drawn from it (the first one, when
+    the app updates before it is shown, or any later one) lost them — the legend read
+    "trace 1" … "trace 5", and a line whose data had not changed would vanish.
 
     Example
     -------
@@ -85,20 +93,18 @@ def apply(fig, result) -> bool:
     data = result if isinstance(result, FigureData) else None if result.error else result.figure_data
     if data is None:
         return False
-    x = data.x
-    t = data.trades
+    x, t = data.x, data.trades
     closed = t[~t["open_at_end"]] if len(t) else t
-    with fig.batch_update():
-        price, entries, exits, equity, bh, dd = fig.data
-        price.x, price.y, price.name = x, data.close, data.focus
-        entries.x, entries.y = _days(t["entry_time"]), t["entry_price"].to_numpy(np.float64)
-        entries.text = [f"{s} entry" for s in t["side"]]
-        exits.x, exits.y = _days(closed["exit_time"]), closed["exit_price"].to_numpy(np.float64)
-        exits.text = [f"exit {r:+.1%}" for r in closed["return"]]
-        equity.x, equity.y = x, data.equity
-        bh.x, bh.y = x, data.buy_hold
-        dd.x, dd.y = x, data.drawdown
-        fig.layout.title.text = data.title
+    style = {  # per trace, in TRACES order
+        "name": [f"{data.focus} {TRACES[0]}", *TRACES[1:]],
+        "x": [x, _days(t["entry_time"]), _days(closed["exit_time"]), x, x, x],
+        "y": [data.close, t["entry_price"].to_numpy(np.float64), closed["exit_price"].to_numpy(np.float64),
+              data.equity, data.buy_hold, data.drawdown],
+        "text": [None, [f"{s} entry" for s in t["side"]], [f"exit {r:+.1%}" for r in closed["return"]],
+                 None, None, None],
+    }
+    fig.plotly_update(restyle_data=style, relayout_data={"title.text": data.title},
+                      trace_indexes=list(range(len(TRACES))))
     return True
 
 
@@ -243,7 +249,8 @@ class TuneApp:
                 clear_output(wait=True)
                 display(self.figure)
         self.stats_html.value = _stats_html(res.stats)
-        self._say(f"{res.strategy} {res.params} on {len(res.symbols)} symbols: updated in {res.elapsed_ms:.0f} ms",
+        self._say(f"{res.strategy} {_strategies.format_params(res.params, res.strategy)} on {len(res.symbols)} "
+                  f"symbols: updated in {res.elapsed_ms:.0f} ms",
                   "info")
         return res
 
@@ -261,7 +268,8 @@ class TuneApp:
         self.set_params(params)
         res = self.refresh()
         if res is not None and res.ok:
-            self._say(f"loaded tonight's parameters of {res.strategy} ({source}): {res.params}", "ok")
+            self._say(f"loaded tonight's parameters of {res.strategy} ({source}): "
+                      f"{_strategies.format_params(res.params, res.strategy)}", "ok")
         return res
 
     def save(self) -> Path | None:
@@ -272,7 +280,8 @@ class TuneApp:
         except PitoolsError as exc:
             self._say(f"not saved: {exc}", "error")
             return None
-        self._say(f"saved {self.strategy.value} {self.params()} as {self.name.value.strip()!r} in {path}", "ok")
+        shown = _strategies.format_params(self.params(), self.strategy.value)
+        self._say(f"saved {self.strategy.value} {shown} as {self.name.value.strip()!r} in {path}", "ok")
         return path
 
 

@@ -228,3 +228,26 @@ def test_evaluations_and_regimes_of_a_night_are_replaced_not_duplicated(tmp_path
         assert ev.fetchall() == [("macd", 1, '{"fast": 12}', None), ("sma_cross", 1, '{"fast": 10, "slow": 30}', 0.8)]
         reg = db.query("SELECT session, regime, code FROM regimes ORDER BY session")
         assert reg.values.tolist() == [["2026-11-19", "calm_bull", 0], ["2026-11-20", "crisis", 3]]
+
+
+def test_parameters_are_stored_with_integers_as_integers_and_reals_as_run(tmp_path):
+    import json
+
+    import pandas as pd
+
+    real = 19.453824394278428
+    board = pd.DataFrame([{"strategy": "rsi_reversion", "fitness": 0.4, "params": {"upper": 70.0, "n": 14.0,
+                                                                                 "lower": real}}])
+    # what pitools.signals hands over: the validated params, all floats
+    checked = pt.strategies.get("sma_cross").validate({"fast": 25, "slow": 80})
+    assert checked == {"fast": 25.0, "slow": 80.0}
+    with pt.open_trades_db(tmp_path / "trades.db") as db:
+        db.write_evaluations("2026-11-20", board)
+        db.write_signals("2026-11-24", [{"symbol": "AAA", "strategy": "sma_cross", "side": "long", "strength": 1.0,
+                                         "params": checked}])
+        stored_ev = db.conn.execute("SELECT params FROM evaluations").fetchone()[0]
+        stored_sig = db.conn.execute("SELECT params FROM signals").fetchone()[0]
+    assert stored_sig == '{"fast": 25, "slow": 80}'  # not 25.0
+    assert stored_ev == '{"lower": 19.453824394278428, "n": 14, "upper": 70.0}'
+    assert json.loads(stored_ev)["lower"] == real  # exactly what was run: a stored set backtests the same
+    assert isinstance(json.loads(stored_ev)["n"], int) and isinstance(json.loads(stored_ev)["upper"], float)

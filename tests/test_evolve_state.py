@@ -211,7 +211,7 @@ def test_a_torn_last_line_is_moved_aside_before_the_next_append(tmp_path, demo_s
     assert [r["night"] for r in map(json.loads, text.splitlines())] == ["2026-11-19"] * 4 + ["2026-11-20"] * 4
     assert sum("moved its" in r.getMessage() for r in caplog.records) == 1
     caplog.clear()
-    _night(tmp_path, demo_store, config, "2026-11-21")  # the warning does not come back
+    _night(tmp_path, demo_store, config, "2026-11-23")  # the warning does not come back
     assert not [r for r in caplog.records if r.levelname == "WARNING"], caplog.text
 
 
@@ -266,7 +266,7 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, d
     assert not [p for p in state.iterdir() if p.name.startswith(atomic.TMP_PREFIX)]
     monkeypatch.undo()
     # the log has the failed night's generation; the checkpoint does not know it: rebuilt, nothing lost
-    rep = _night(tmp_path, demo_store, config, "2026-11-21")
+    rep = _night(tmp_path, demo_store, config, "2026-11-23")
     assert rep.leaderboard.loc[0, "optimizer_state"] == "rebuilt from log" and rep.leaderboard.loc[0, "trials"] == 12
 
 

@@ -113,3 +113,56 @@ def test_a_gap_does_not_change_what_the_symbol_sees(fast, gap):
     keep = np.arange(len(c)) != gap
     compressed, _ = run("sma_cross", o[keep], h[keep], lo[keep], c[keep], {"fast": fast, "slow": fast + 10})
     np.testing.assert_array_equal(full[keep], compressed)
+
+
+# ---------------------------------------------------------------- parameters as people write them
+
+def test_typed_params_make_integers_integers_and_keep_reals_exact():
+    rsi = pt.strategies.get("rsi_reversion")
+    checked = rsi.validate({"n": 14, "lower": 19.453824394278428, "upper": 70})  # what the backtest gets
+    assert checked == {"n": 14.0, "lower": 19.453824394278428, "upper": 70.0}
+    typed = pt.strategies.typed_params("rsi_reversion", checked)
+    assert typed == checked and list(typed) == ["n", "lower", "upper"]  # the same values, in the space's order
+    assert type(typed["n"]) is int and type(typed["lower"]) is float and type(typed["upper"]) is float
+    assert typed["lower"] == 19.453824394278428  # never rounded: what was run
+    assert rsi.typed({"upper": np.float64(70.0), "n": np.int64(14)}) == {"n": 14, "upper": 70.0}
+    assert type(rsi.typed({"n": np.int64(14)})["n"]) is int
+    assert rsi.typed({"n": 14.5}) == {"n": 14.5}  # a fraction in an integer parameter is not changed
+    assert pt.strategies.typed_params("not_registered", {"a": np.float64(2.5)}) == {"a": 2.5}
+    assert pt.strategies.typed_params("sma_cross", None) == {}
+    for name in EIGHT:  # every default, typed, validates back to itself
+        s = pt.strategies.get(name)
+        typed = s.typed(s.validate(None))
+        assert s.validate(typed) == s.defaults
+        assert all(isinstance(typed[k], int) == (p.kind == "int") for k, p in s.space.items())
+
+
+@pytest.mark.parametrize("value,shown", [
+    (25.0, "25"), (25, "25"), (19.453824394278428, "19.45"), (2.0361, "2.036"), (0.5, "0.5"), (2.0, "2"),
+    (0.30000000000000004, "0.3"), (0.000123456, "0.0001235"), (12345.6, "12350"), (9.99996, "10"),
+    (-3.14159, "-3.142"), (0.0, "0"), (np.float64(1.5), "1.5"), (np.int64(7), "7"), (None, "—"),
+    (float("nan"), "nan"), ("abc", "abc"),
+])
+def test_format_value_gives_four_significant_digits_and_no_trailing_zeros(value, shown):
+    assert pt.strategies.format_value(value) == shown
+
+
+def test_format_value_agrees_with_a_reference_rounding():
+    rng = np.random.default_rng(4)
+    for v in np.r_[rng.uniform(0.5, 95, 200), rng.lognormal(0, 4, 200)]:
+        shown = pt.strategies.format_value(float(v))
+        assert "e" not in shown
+        assert float(shown) == pytest.approx(float(f"{v:.4g}"), rel=1e-12)  # Python's own 4 significant digits
+        digits = shown.replace("-", "").replace(".", "").lstrip("0")
+        assert len(digits.rstrip("0")) <= 4
+
+
+def test_format_params_orders_by_the_space_and_writes_integers_plainly():
+    assert pt.strategies.format_params({"slow": 30.0, "fast": 10.0}, "sma_cross") == "fast=10, slow=30"
+    assert pt.strategies.format_params({"upper": 70.0, "n": 14.0, "lower": 19.453824394278428},
+                                       "rsi_reversion") == "n=14, lower=19.45, upper=70"
+    assert pt.strategies.format_params({"n": 14, "k": 2.0361}) == "n=14, k=2.036"  # no strategy: as given
+    assert pt.strategies.format_params({}, "sma_cross") == "" == pt.strategies.format_params(None)
+    from pitools import charts
+
+    assert charts.format_params({"slow": 30.0, "fast": 10.0}, "sma_cross") == "fast=10, slow=30"

@@ -3,6 +3,7 @@ browser on a tiny demo store; the notebook itself through papermill."""
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from pitools.config import load_profile, project_root
 from pitools.errors import ConfigError, DataError
 from pitools.evolve import SearchConfig, load_search_config
 from pitools.tune import FigureData, TuneApp, TuneSession, apply, make_figure, read_parameter_sets
+from pitools.tune_app import TRACES
 
 ROOT = Path(__file__).resolve().parents[1]
 END = "2026-11-20"
@@ -217,6 +219,62 @@ def test_apply_updates_the_same_figure_in_place(session):
     assert isinstance(static, go.Figure) and apply(static, d) and isinstance(d, FigureData)
 
 
+def _as_the_browser_holds_it(fig, act, traces: list[dict] | None = None) -> list[dict]:
+    """The traces as the widget's view in the browser holds them after `act()`: `traces` (what
+    it held before; default the data the widget was built with), then every restyle/update
+    message the widget sent replayed the way the view applies them. An entry left undefined (or null) clears that property of that trace: in
+    JupyterLab + Chromium, a batch that renamed only the price trace left the legend reading
+    "trace 1" … "trace 5" (the message's other entries are undefined)."""
+    from plotly.basedatatypes import Undefined
+
+    traces = copy.deepcopy(fig._widget_data if traces is None else traces)
+    sent = []
+
+    def record(change):
+        if change["new"] is not None:
+            sent.append(change["new"])
+
+    names = ["_py2js_update", "_py2js_restyle"]
+    fig.observe(record, names=names)
+    try:
+        act()
+    finally:
+        fig.unobserve(record, names=names)
+    for msg in sent:
+        style = msg.get("style_data", msg.get("restyle_data")) or {}
+        indexes = msg.get("style_traces", msg.get("restyle_traces"))
+        indexes = range(len(traces)) if indexes is None else indexes
+        for prop, values in style.items():
+            values = values if isinstance(values, list) else [values]
+            for i, t in enumerate(indexes):
+                v = values[i % len(values)]
+                if v is Undefined or v is None:
+                    traces[t].pop(prop, None)
+                else:
+                    traces[t][prop] = v
+    return traces
+
+
+def test_every_trace_of_the_figure_has_a_name_in_python_and_in_the_browser(session):
+    assert TRACES == ("price", "entries", "exits", "strategy equity", "buy & hold", "drawdown")
+    fig = make_figure()
+    assert [t.name for t in fig.data] == list(TRACES)  # before any data: named already
+    first, second = session.panel.symbols[1], session.panel.symbols[2]
+    shown = None
+    for focus in (first, second, second):  # a new symbol, another, the same again
+        shown = _as_the_browser_holds_it(fig, lambda: apply(fig, session.update(focus=focus)), shown)
+        wanted = [f"{focus} price", *TRACES[1:]]
+        assert [t.get("name") for t in shown] == wanted, shown
+        assert [t.name for t in fig.data] == wanted
+        for trace, sent in zip(fig.data, shown):  # the data arrived too, and stayed
+            assert sent.get("text") == (list(trace.text) if trace.text is not None else None)
+            np.testing.assert_array_equal(sent["x"], trace.x)
+            np.testing.assert_array_equal(sent["y"], trace.y)
+            assert len(sent["x"]) == len(sent["y"]) and (len(sent["x"]) or sent["name"] in ("entries", "exits"))
+    static = make_figure(widget=False)
+    assert apply(static, session.last) and [t.name for t in static.data] == [f"{second} price", *TRACES[1:]]
+
+
 # ---------------------------------------------------------------- the widgets
 
 def _red(app) -> bool:
@@ -245,7 +303,7 @@ def test_moving_a_slider_redraws_in_place_and_a_bad_move_keeps_the_figure(sessio
     app.symbols.value = tuple(session.panel.symbols[3:5])
     assert not _red(app) and list(app.focus.options) == session.panel.symbols[3:5]
     app.focus.value = session.panel.symbols[4]
-    assert fig.data[0].name == session.panel.symbols[4] and session.focus == session.panel.symbols[4]
+    assert fig.data[0].name == f"{session.panel.symbols[4]} price" and session.focus == session.panel.symbols[4]
     app.start.value = app.end.value
     assert _red(app) and "`start`" in app.message.value
 
@@ -387,7 +445,7 @@ def test_the_notebook_runs_headless_through_papermill(tmp_path):
     html = "".join(o.get("data", {}).get("text/html", "") for o in outs)
     assert "portfolio" in html and "sharpe" in html
     text = "".join(o.get("text", "") for o in outs if o["output_type"] == "stream")
-    assert "rsi_reversion {'n': 14, 'lower': 30.0, 'upper': 70.0} on 8 symbols, 2025-06-02.." in text
+    assert "rsi_reversion n=14, lower=30, upper=70 on 8 symbols, 2025-06-02.." in text
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outs)
     # bad input from the parameters: a message, no traceback
     pm.execute_notebook(str(ROOT / "notebooks" / "tune.ipynb"), str(bad), kernel_name="pitools", cwd=str(ROOT),

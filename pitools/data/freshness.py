@@ -140,24 +140,26 @@ class Freshness:
 def freshness(store, night, max_stale_sessions: int = 1, symbols=None) -> Freshness:
     """How fresh `store` (a :class:`~pitools.data.Store` or its folder) is for `night`.
 
-    The store's last bar (its equities and index series) is compared with the night's session;
-    each of `symbols` (default: every equity) without a bar on that session is stale.
+    The last bar of `symbols` (default: every equity; index series such as ``^VIX`` are not
+    traded and do not count) is compared with the night's session, and each of them without
+    a bar on that session is stale.
     """
     from .store import Store
 
     st = store if isinstance(store, Store) else Store.open(store)
     night = pd.Timestamp(night).normalize()
     info = st.summary()
-    last = st.last_date
-    last_bar = None if last is None else min(pd.Timestamp(last).normalize(), night)
-    # a bar after the night is the future for this night: the night's own bar is what counts
-    missed = 0 if last_bar is None else sessions_missed(last_bar, night)
     if len(info) == 0:
         info = pd.DataFrame(columns=["kind", "first", "last"])
-    if symbols is None:
-        info = info[info["kind"] == "equity"]
-    else:
-        info = info.loc[[s for s in symbols if s in info.index]]
+    # the traded universe decides (an index series such as ^VIX may run a few days longer)
+    traded = info[info["kind"] == "equity"]
+    if symbols is not None:
+        traded = traded.loc[[s for s in symbols if s in traded.index]]
+    ends = [min(pd.Timestamp(d).normalize(), night) for d in traded["last"]] if len(traded) else []
+    last_bar = max(ends) if ends else None
+    # a bar after the night is the future for this night: the night's own bar is what counts
+    missed = 0 if last_bar is None else sessions_missed(last_bar, night)
+    info = traded
     stale = {}
     for symbol, row in info.iterrows():
         first, last_sym = pd.Timestamp(row["first"]).normalize(), pd.Timestamp(row["last"]).normalize()
