@@ -245,7 +245,8 @@ class TuneSession:
     def slider_specs(self, strategy: str | None = None, params: dict | None = None) -> list[SliderSpec]:
         """One :class:`SliderSpec` per parameter of `strategy` (default the current one):
         bounds of its search space in params/strategies.yaml (the strategy's own range
-        where the file has none), values `params` or the current / default ones.
+        where the file has none; a count of symbols no larger than the loaded universe),
+        values `params` or the current / default ones.
 
         Example
         -------
@@ -255,7 +256,8 @@ class TuneSession:
         spec = _strategies.get(strategy or self.strategy)
         values = {**self.params_of(spec.name), **(params or {})}
         out = []
-        for name, (low, high, kind) in self.search.space(spec.name).items():
+        # bounded by the loaded universe like the nightly search (xs_momentum's top_k)
+        for name, (low, high, kind) in self.search.space(spec.name, self.panel.n_symbols).items():
             v = values[name]
             low, high = min(low, v), max(high, v)
             if kind == "int":

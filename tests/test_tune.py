@@ -88,6 +88,12 @@ def test_slider_specs_fall_back_to_the_strategy_range_and_widen_to_hold_the_valu
 
 # ---------------------------------------------------------------- update
 
+def test_top_k_slider_stops_at_the_loaded_universe(session, panel):
+    top_k = {sp.name: sp for sp in session.slider_specs("xs_momentum")}["top_k"]
+    assert panel.n_symbols == 8 and top_k.high == 8  # params/strategies.yaml searches up to 40
+    assert top_k.low <= top_k.value <= top_k.high
+
+
 def test_update_matches_an_independent_backtest(session, panel):
     syms = [panel.symbols[2], _ragged(panel), panel.symbols[0]]
     params = {"fast": 5, "slow": 20}
