@@ -86,6 +86,7 @@ def tiny_night(tmp_path_factory, numba_cache_dir):
                    "--set", "generations=1", "--date", END, "--outputs", str(outputs), env=env)
     if proc.returncode != 0:
         pytest.fail(f"pitools nightly exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    (data / "nightly.stdout").write_text(proc.stdout)  # what the command printed, for the tests that read it
     return data, outputs, END
 
 

@@ -93,18 +93,23 @@ def hrefs(page: Path) -> list[str]:
 
 # ---------------------------------------------------------------- a whole real night
 
-@pytest.fixture(scope="module")
-def real_night(tmp_path_factory, env):
-    """The shipped notebook list, run by `pitools nightly` on 12 symbols × 2 years."""
-    data = make_data_dir(tmp_path_factory.mktemp("night"))
-    outputs = data / "outputs"
-    proc = run_cli("nightly", *profile_args(data), "--date", NIGHT, "--outputs", str(outputs), env=env)
-    return data, outputs, proc
+@pytest.fixture()
+def real_night(tiny_night, tmp_path):
+    """The shipped notebook list, run by `pitools nightly` (conftest's tiny_night, shared with the
+    browser tests): a copy of its data folder and outputs that a test may run more nights in."""
+    import shutil
+
+    src, src_outputs, night = tiny_night
+    assert night == NIGHT
+    data = tmp_path / "data"
+    shutil.copytree(src, data, ignore=shutil.ignore_patterns("outputs", "*.lock"))
+    shutil.copytree(src_outputs, data / "outputs", ignore=shutil.ignore_patterns("*.lock"))
+    return data, data / "outputs", (data / "nightly.stdout").read_text()
 
 
-def test_a_real_night_writes_every_report_the_record_and_the_index(real_night):
-    data, outputs, proc = real_night
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_a_real_night_writes_every_report_the_record_and_the_index(tiny_night):
+    data, outputs, _ = tiny_night
+    stdout = (data / "nightly.stdout").read_text()
     run = outputs / NIGHT
     names = ["01_data", "02_regime", "03_research", "04_signals", "05_report"]
     rec = run_record(outputs)
@@ -118,8 +123,8 @@ def test_a_real_night_writes_every_report_the_record_and_the_index(real_night):
     assert rec["versions"]["papermill"] and rec["versions"]["numba"]
     # the breakdown the command prints names every notebook with its split
     for name in names:
-        assert name in proc.stdout
-    assert "start-up" in proc.stdout and "html" in proc.stdout and "index:" in proc.stdout
+        assert name in stdout
+    assert "start-up" in stdout and "html" in stdout and "index:" in stdout
     # code hidden, plotly drawn from the local copy, nothing from a CDN
     research = (run / "03_research.html").read_text()
     assert "Plotly.newPlot" in research and '../assets/plotly-' in research
@@ -233,7 +238,7 @@ def test_two_concurrent_runs_one_refuses_with_a_clear_message(tmp_path, env):
 
 def test_kill_9_mid_run_then_the_next_run_succeeds_and_nothing_earlier_is_damaged(real_night, env):
     data, outputs, first = real_night
-    assert first.returncode == 0
+    assert "nightly 2026-11-20 (profile ci): ok" in first
     before = tree_digest(outputs / NIGHT)
     args = [sys.executable, "-m", "pitools", "nightly", *profile_args(data), "--date", NIGHT, "--outputs",
             str(outputs)]
