@@ -65,10 +65,16 @@ def random_ohlc(n: int, seed: int, start: float, open_noise: float, missing=()):
 
 
 @pytest.fixture(scope="session")
-def numba_cache_dir(tmp_path_factory) -> str:
-    """One NUMBA_CACHE_DIR for every `pitools nightly` a test session starts: the kernels
-    compile once (tens of seconds), later runs find them warm."""
-    return str(tmp_path_factory.mktemp("numba-cache"))
+def numba_cache_dir() -> str:
+    """The NUMBA_CACHE_DIR of every `pitools nightly` a test session starts: the per-user cache
+    (pitools.kernels.cache_dir) that the other command-line tests use too, so the kernels compile
+    once per machine (tens of seconds), not once per kind of test. Tests of a cold cache make
+    their own."""
+    from pitools.kernels import cache_dir
+
+    path = cache_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
 
 
 @pytest.fixture(scope="session")
