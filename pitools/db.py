@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import PitoolsError
+from .errors import DatabaseError, DatabaseLocked, DatabaseUnavailable
 
 __all__ = ["open_trades_db", "migrate", "schema_version", "TradesDB", "DatabaseError", "DatabaseUnavailable",
            "DatabaseLocked", "LATEST_VERSION", "MIGRATIONS"]
@@ -40,23 +40,6 @@ __all__ = ["open_trades_db", "migrate", "schema_version", "TradesDB", "DatabaseE
 BUSY_TIMEOUT_S = 30.0
 _HEADER = b"SQLite format 3\x00"
 SIDES = ("long", "short", "flat")
-
-
-class DatabaseError(PitoolsError):
-    """trades.db cannot be used as it is (not SQLite, corrupt, a newer schema, a failed migration)."""
-
-    exit_code = 2
-
-
-class DatabaseUnavailable(DatabaseError):
-    """trades.db is sound but cannot be written now (its disk is full, another process holds
-    it): the work failed, the database is as it was."""
-
-    exit_code = 1
-
-
-class DatabaseLocked(DatabaseUnavailable):
-    """Another process held trades.db's lock for longer than the busy timeout."""
 
 
 def _sqlite_error(path: Path, exc: sqlite3.Error) -> DatabaseError | None:

@@ -22,6 +22,18 @@ __all__ = [
     "MixedDataError",
     "IngestError",
     "MemoryBudgetError",
+    "DatabaseError",
+    "DatabaseUnavailable",
+    "DatabaseLocked",
+    "EvaluationLogError",
+    "EvolveError",
+    "DataFolderNotWritable",
+    "LockHeld",
+    "NightlyError",
+    "NightlyLocked",
+    "ServiceError",
+    "SystemctlError",
+    "QuarantineError",
     "NightError",
     "StaleDataError",
     "did_you_mean",
@@ -102,6 +114,81 @@ class StaleDataError(DataError):
     """The store is too far behind the night to publish signals from (the work failed: exit 1)."""
 
     exit_code = 1
+
+
+# ---------------------------------------------------------------- of the commands and the box
+
+class DatabaseError(PitoolsError, RuntimeError):
+    """trades.db cannot be used as it is (not SQLite, corrupt, a newer schema, a failed migration)."""
+
+    exit_code = 2
+
+
+class DatabaseUnavailable(DatabaseError):
+    """trades.db is sound but cannot be written now (its disk is full, another process holds
+    it): the work failed, the database is as it was."""
+
+    exit_code = 1
+
+
+class DatabaseLocked(DatabaseUnavailable):
+    """Another process held trades.db's lock for longer than the busy timeout."""
+
+
+class EvaluationLogError(PitoolsError, RuntimeError):
+    """An evaluation log cannot be read at all (not a file, no permission): the work failed."""
+
+    exit_code = 1
+
+
+class EvolveError(PitoolsError, RuntimeError):
+    """The evolution could not save its work (a full disk, an I/O error): the work failed."""
+
+    exit_code = 1
+
+
+class DataFolderNotWritable(ConfigError):
+    """The profile's `data_dir` cannot be written: bad input (the folder is the user's setting)."""
+
+
+class LockHeld(PitoolsError, RuntimeError):
+    """Another process holds the lock: this run did nothing (the work could not be done)."""
+
+    exit_code = 1
+
+
+class NightlyError(PitoolsError, RuntimeError):
+    """The nightly run could not do its work."""
+
+    exit_code = 1
+
+
+class NightlyLocked(NightlyError):
+    """Another nightly run holds the lock."""
+
+
+class ServiceError(PitoolsError, ValueError):
+    """The units cannot be rendered or installed as asked (bad input: exit code 2)."""
+
+    exit_code = 2
+
+
+class SystemctlError(PitoolsError, RuntimeError):
+    """``systemctl`` or ``loginctl`` failed while installing (the work failed: exit code 1)."""
+
+    exit_code = 1
+
+
+class QuarantineError(StoreError):
+    """Bad files or rows could not be written to the quarantine (exit 1: the work failed).
+
+    The other files were imported; ``report`` holds every outcome, the unrecorded reasons
+    included.
+    """
+
+    def __init__(self, message: str, report: "IngestReport"):
+        super().__init__(message)
+        self.report = report
 
 
 def check_int(name: str, value: object, low: int, high: int | None = None, allowed: str | None = None,

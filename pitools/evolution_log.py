@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, PitoolsError
+from .errors import DataError, EvaluationLogError
 
 __all__ = ["LOG_NAME", "EvaluationLogError", "read_evaluations", "append_evaluations", "as_night", "torn_path"]
 
@@ -50,12 +50,6 @@ LOG_NAME = "evaluations.jsonl"
 _NIGHT_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _CHUNK = 1 << 16
 _MAX_LISTED = 10  # line numbers named in a warning
-
-
-class EvaluationLogError(PitoolsError, RuntimeError):
-    """An evaluation log cannot be read at all (not a file, no permission): the work failed."""
-
-    exit_code = 1
 
 
 # ---------------------------------------------------------------- reading

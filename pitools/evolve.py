@@ -51,7 +51,7 @@ from . import strategies as _strategies
 from .backtest import backtest
 from .config import Profile, project_root
 from .data.atomic import fsync_dir, write_bytes_atomic, write_text_atomic
-from .errors import ConfigError, PitoolsError, did_you_mean
+from .errors import ConfigError, DataFolderNotWritable, EvolveError, PitoolsError, did_you_mean
 from .evolution_log import LOG_NAME, append_evaluations, as_night, read_evaluations
 from .locks import NIGHTLY_PID_ENV, exclusive_lock
 from .scoring import Scoring, deflated_sharpe, score_candidate, walk_forward_windows
@@ -62,16 +62,6 @@ __all__ = ["SearchConfig", "load_search_config", "evolve", "EvolveReport", "eval
 log = logging.getLogger("pitools")
 
 _WORST_LOSS = 1e6  # told to nevergrad for a failed candidate (it minimises; inf upsets some optimizers)
-
-
-class EvolveError(PitoolsError, RuntimeError):
-    """The evolution could not save its work (a full disk, an I/O error): the work failed."""
-
-    exit_code = 1
-
-
-class DataFolderNotWritable(ConfigError):
-    """The profile's `data_dir` cannot be written: bad input (the folder is the user's setting)."""
 
 
 # ---------------------------------------------------------------- params/strategies.yaml

@@ -26,19 +26,13 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import PitoolsError
+from .errors import LockHeld, PitoolsError
 
 __all__ = ["LockHeld", "exclusive_lock", "read_holder", "NIGHTLY_PID_ENV"]
 
 # Set by the nightly runner for the kernels it starts: a lock they take says which night's
 # runner they belong to, so the next night can tell a leftover of a killed run.
 NIGHTLY_PID_ENV = "PITOOLS_NIGHTLY_PID"
-
-
-class LockHeld(PitoolsError, RuntimeError):
-    """Another process holds the lock: this run did nothing (the work could not be done)."""
-
-    exit_code = 1
 
 
 def read_holder(path: str | os.PathLike) -> dict:

@@ -50,7 +50,7 @@ from pathlib import Path
 
 from .config import Profile, project_root
 from .data.freshness import resolve_night
-from .errors import ConfigError, PitoolsError, did_you_mean
+from .errors import ConfigError, NightlyError, NightlyLocked, PitoolsError, did_you_mean
 from .locks import NIGHTLY_PID_ENV, LockHeld, exclusive_lock, read_holder
 from .reports import LOG_NAME, RUN_FILE, export_html, plotly_asset, read_runs, write_index, write_public
 
@@ -65,16 +65,6 @@ STANDARD_PARAMETERS = ("profile", "overrides", "night", "store", "run_dir", "run
 _NAME_RE = re.compile(r"^[0-9]{2}_[A-Za-z0-9_]+$")
 _ENTRY_KEYS = {"name", "path", "needs", "parameters", "timeout_s"}
 _SAMPLE_S = 0.25
-
-
-class NightlyError(PitoolsError, RuntimeError):
-    """The nightly run could not do its work."""
-
-    exit_code = 1
-
-
-class NightlyLocked(NightlyError):
-    """Another nightly run holds the lock."""
 
 
 @dataclass(frozen=True)

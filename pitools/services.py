@@ -36,7 +36,7 @@ from pathlib import Path
 
 from .config import PROFILES_FILE, Profile, load_profile, project_root
 from .data.atomic import write_text_atomic
-from .errors import ConfigError, PitoolsError, check_int, did_you_mean
+from .errors import ConfigError, ServiceError, SystemctlError, check_int, did_you_mean
 from .kernels import cache_dir
 
 __all__ = ["UNIT_NAMES", "ServiceError", "SystemctlError", "render_units", "install_services",
@@ -51,18 +51,6 @@ _FIELD = re.compile(r"@([A-Z_]+)@")
 _PLAIN_ARG = re.compile(r"[\w@%$+=:,./-]+")
 _BAD_CHARS = re.compile(r'[\x00-\x1f\x7f"\\]')
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class ServiceError(PitoolsError, ValueError):
-    """The units cannot be rendered or installed as asked (bad input: exit code 2)."""
-
-    exit_code = 2
-
-
-class SystemctlError(PitoolsError, RuntimeError):
-    """``systemctl`` or ``loginctl`` failed while installing (the work failed: exit code 1)."""
-
-    exit_code = 1
 
 
 def _safe(name: str, value: str) -> str:

@@ -52,7 +52,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import DataError, IngestError, PitoolsError, StoreError, did_you_mean
+from ..errors import DataError, IngestError, PitoolsError, QuarantineError, StoreError, did_you_mean
 from .atomic import write_text_atomic
 from .dialect import (SEPARATORS, _check_dialect_args, _cut_text, _date_format, _decimal_mark,
                       _Dialect, _FileRejected, _not_text, _sniff)
@@ -78,18 +78,6 @@ _ALIASES = {
     "adjclose": "adj_close", "volume": "volume", "vol": "volume",
     "ticker": "symbol", "symbol": "symbol", "per": "period",
 }
-
-
-class QuarantineError(StoreError):
-    """Bad files or rows could not be written to the quarantine (exit 1: the work failed).
-
-    The other files were imported; ``report`` holds every outcome, the unrecorded reasons
-    included.
-    """
-
-    def __init__(self, message: str, report: "IngestReport"):
-        super().__init__(message)
-        self.report = report
 
 
 @dataclass
