@@ -20,8 +20,8 @@ import pandas as pd
 from . import strategies as _strategies
 from .data.panel import Panel
 from .errors import DataError, did_you_mean
-from .kernels.layout import (STAT_FIELDS, T_ENTRY_BAR, T_ENTRY_PRICE, T_EXIT_BAR, T_EXIT_PRICE, T_OPEN_AT_END, T_PNL,
-                             T_RETURN, T_SIDE, T_SIZE)
+from .kernels.layout import (SESSIONS_PER_YEAR, STAT_FIELDS, T_ENTRY_BAR, T_ENTRY_PRICE, T_EXIT_BAR, T_EXIT_PRICE,
+                             T_OPEN_AT_END, T_PNL, T_RETURN, T_SIDE, T_SIZE)
 
 __all__ = ["backtest", "BacktestResult", "FILLS", "DIRECTIONS"]
 
@@ -165,7 +165,7 @@ class BacktestResult:
         if started.size:
             first = max(started[0] - 1, 0)
             equity[first:] = self._run.cash * np.cumprod(1.0 + r[first:])
-        m = equity_metrics_nb(equity, active.astype(np.uint8), 252.0)
+        m = equity_metrics_nb(equity, active.astype(np.uint8), SESSIONS_PER_YEAR)
         final = equity[np.isfinite(equity)][-1] if started.size else np.nan
         # one Series from complete values: growing one by one costs pandas ~0.4 ms a key
         return pd.Series(np.append(m, (self._n_trades, final)), index=METRIC_NAMES + ("n_trades", "final_equity"))

@@ -116,6 +116,7 @@ import pandas as pd
 
 from .data.atomic import write_text_atomic
 from .errors import DataError, did_you_mean
+from .kernels.layout import SESSIONS_PER_YEAR
 
 __all__ = ["RegimeModel", "train", "load", "features", "name_regimes", "FEATURES", "TABLE_COLUMNS",
            "BEAR_DRAWDOWN", "MIN_TRANSITION", "UNKNOWN", "MIN_TRAIN_SESSIONS", "FORMAT", "FORMAT_VERSION"]
@@ -130,7 +131,7 @@ MIN_TRAIN_SESSIONS = 250  # about one year of sessions with defined features
 MAX_REGIMES = 12
 FORMAT = "pitools.regime"
 FORMAT_VERSION = 2  # 2: hidden Markov model (1 was a Gaussian mixture with a persistence rule)
-_ANNUAL = math.sqrt(252.0)
+_ANNUAL = math.sqrt(SESSIONS_PER_YEAR)
 
 
 # -- input checks ---------------------------------------------------------------------------

@@ -24,10 +24,10 @@ from statistics import NormalDist
 import numpy as np
 
 from .errors import ConfigError
+from .kernels.layout import SESSIONS_PER_YEAR as _YEAR
 
 __all__ = ["Scoring", "walk_forward_windows", "return_metrics", "score_candidate", "deflated_sharpe"]
 
-_YEAR = 252.0
 
 
 @dataclass(frozen=True)

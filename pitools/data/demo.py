@@ -55,7 +55,7 @@ _REGIME_P = np.array([[0.995, 0.005, 0.000],
                       [0.000, 0.030, 0.970]])
 _GARCH_A, _GARCH_B = 0.08, 0.88
 _SIGMA_REF = 0.0105  # typical daily market vol; a constant, so a bar never depends on the window
-_REVERT = np.log(2) / (3 * 252)
+_REVERT = np.log(2) / (3 * 252)  # a half-life of three years of sessions
 
 
 def _stream(seed: int, *key: int) -> np.random.Generator:

@@ -570,7 +570,6 @@ class StoreWriter:
         self._base = base
         self._previous = dict(base.partitions)
         self._builders: dict[int, _PartitionBuilder] = {}
-        self._touched = False
         self._closed = False
         try:
             (self.root / "bars").mkdir(exist_ok=True)
@@ -599,7 +598,6 @@ class StoreWriter:
         self.partitions.clear()
         self.meta.clear()
         self.info.clear()
-        self._touched = True
 
     def begin_year(self, year: int) -> _PartitionBuilder:
         """Start a fresh file for `year` that replaces the current one at commit."""
@@ -668,7 +666,6 @@ class StoreWriter:
     def set_meta(self, symbol: str, **meta) -> None:
         """Attach metadata (sector, name, source, …) to `symbol`."""
         self.meta.setdefault(symbol, {}).update(meta)
-        self._touched = True
 
     # -- finishing -----------------------------------------------------------------------
     def commit(self) -> Store:

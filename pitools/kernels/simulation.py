@@ -32,8 +32,8 @@ import numpy as np
 from .metrics import (EXPOSURE, METRIC_NAMES, N_TRADES, PROFIT_FACTOR, TRADE_METRIC_NAMES, TRADE_STATE_SIZE,
                       WIN_RATE, metrics_finish, metrics_push, metrics_start, trade_finish, trade_push)
 
-from .layout import (N_STATS, STAT_FIELDS, T_ENTRY_BAR, T_ENTRY_PRICE, T_EXIT_BAR, T_EXIT_PRICE, T_OPEN_AT_END, T_PNL,
-                     T_RETURN, T_SIDE, T_SIZE, TRADE_FIELDS)
+from .layout import (N_STATS, SESSIONS_PER_YEAR, STAT_FIELDS, T_ENTRY_BAR, T_ENTRY_PRICE, T_EXIT_BAR, T_EXIT_PRICE,
+                     T_OPEN_AT_END, T_PNL, T_RETURN, T_SIDE, T_SIZE, TRADE_FIELDS)
 
 __all__ = ["simulate_nb", "simulate_curves_nb", "simulate_into_nb", "STAT_FIELDS", "N_STATS", "TRADE_FIELDS",
            "T_ENTRY_BAR", "T_EXIT_BAR", "T_SIDE", "T_SIZE", "T_ENTRY_PRICE", "T_EXIT_PRICE", "T_PNL", "T_RETURN",
@@ -278,7 +278,7 @@ def simulate_into_nb(open_, high, low, close, target, trail, gate, fill_close, l
         exposure[last_valid + 1:] = 0  # after the last bar the symbol is gone, not held
     if want_stats:
         m = np.empty(len(METRIC_NAMES))
-        metrics_finish(acc, 252.0, m)
+        metrics_finish(acc, SESSIONS_PER_YEAR, m)
         tm = np.empty(len(TRADE_METRIC_NAMES))
         trade_finish(trade_state, 0, tm)
         stats[0], stats[1], stats[2], stats[3], stats[4], stats[5] = m[0], m[1], m[2], m[3], m[4], m[5]
