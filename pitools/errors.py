@@ -9,6 +9,7 @@ allowed and how to fix it.
 from __future__ import annotations
 
 import difflib
+import numbers
 from collections.abc import Iterable
 
 __all__ = [
@@ -193,12 +194,14 @@ class QuarantineError(StoreError):
 
 def check_int(name: str, value: object, low: int, high: int | None = None, allowed: str | None = None,
               error: type[PitoolsError] = ConfigError) -> int:
-    """`value` if it is an int (not a bool) from `low` to `high`; else `error` naming `name`,
-    the value and `allowed` (default: "an integer from LOW to HIGH")."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+    """`value` as an int if it is an integer (a Python or numpy one, not a bool) from `low` to
+    `high`; else `error` naming `name`, the value and `allowed` (default: "an integer from LOW
+    to HIGH")."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or \
+            (high is not None and value > high):
         allowed = allowed or (f"an integer from {low} to {high}" if high is not None else f"an integer >= {low}")
         raise error(f"`{name}` = {value!r} must be {allowed}")
-    return value
+    return int(value)
 
 
 def did_you_mean(value: str, choices: Iterable[str], n: int = 3) -> str:

@@ -115,7 +115,7 @@ import numpy as np
 import pandas as pd
 
 from .data.atomic import write_text_atomic
-from .errors import DataError, did_you_mean
+from .errors import DataError, check_int, did_you_mean
 from .kernels.layout import SESSIONS_PER_YEAR
 
 __all__ = ["RegimeModel", "train", "load", "features", "name_regimes", "FEATURES", "TABLE_COLUMNS",
@@ -173,12 +173,9 @@ def _series(name: str, s) -> pd.Series:
 def _int(name: str, value, low: int, high: int | None = None, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or \
-            (high is not None and value > high):
-        upto = f" to {high}" if high is not None else " or more"
-        none = " (or None)" if allow_none else ""
-        raise DataError(f"`{name}` = {value!r} must be an integer from {low}{upto}{none}")
-    return int(value)
+    upto = f" to {high}" if high is not None else " or more"
+    none = " (or None)" if allow_none else ""
+    return check_int(name, value, low, high, allowed=f"an integer from {low}{upto}{none}", error=DataError)
 
 
 def _names(names, n: int) -> tuple[str, ...]:

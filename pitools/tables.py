@@ -18,7 +18,7 @@ import html
 
 import pandas as pd
 
-from .errors import DataError
+from .errors import DataError, check_int
 
 __all__ = ["Table", "table", "shows_index"]
 
@@ -38,8 +38,9 @@ class Table:
     def __init__(self, frame: pd.DataFrame, limit: int | None = None, what: str = "rows", missing: str = MISSING):
         if not isinstance(frame, pd.DataFrame):
             raise DataError(f"`frame` = {type(frame).__name__} must be a pandas DataFrame")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise DataError(f"`limit` = {limit!r} must be a whole number of rows >= 1, or None for every row")
+        if limit is not None:
+            limit = check_int("limit", limit, 1, allowed="a whole number of rows >= 1, or None for every row",
+                              error=DataError)
         self.total = len(frame)
         self.frame = frame if limit is None else frame.head(limit)
         self.what, self.missing = what, missing

@@ -37,3 +37,15 @@ def test_every_error_also_derives_from_a_builtin_and_has_an_exit_code():
         bases = {b for b in e.__mro__ if b in builtin_errors} - {Exception, BaseException}
         assert bases, f"{e.__name__} has no builtin error base (except ValueError/RuntimeError/… would miss it)"
         assert e.exit_code in (1, 2), e.__name__
+
+
+def test_check_int_takes_python_and_numpy_integers_and_names_what_it_refuses():
+    import numpy as np
+    import pytest
+
+    assert errors.check_int("n", np.int64(5), 1, 10) == 5 and type(errors.check_int("n", np.int32(5), 1)) is int
+    for bad in (True, 2.0, "3", None, 0, 11):
+        with pytest.raises(errors.ConfigError, match=rf"`n` = {bad!r} must be an integer from 1 to 10"):
+            errors.check_int("n", bad, 1, 10)
+    with pytest.raises(errors.DataError, match=r"`limit` = 0 must be rows"):
+        errors.check_int("limit", 0, 1, allowed="rows", error=errors.DataError)
