@@ -40,7 +40,7 @@ for name in pt.strategies.names():
     res.equity, res.trades
 times["equity and trades"] = time.perf_counter() - t
 t = time.perf_counter()
-import pitools.indicators
+import pitools.engine.indicators
 c = panel.close[:, 0].astype(np.float64)
 for f, args in ((pt.indicators.sma, (c, 10)), (pt.indicators.ema, (c, 10)), (pt.indicators.rsi, (c,)),
                 (pt.indicators.atr, (c, c, c)), (pt.indicators.bollinger, (c,)), (pt.indicators.donchian, (c, c)),

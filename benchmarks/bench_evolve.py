@@ -1,6 +1,6 @@
 """The old system's full research run: 8 strategies, population 20, 3 generations, 100 × 3 y.
 
-``pitools.evolve.evolve`` with the shipped ``params/strategies.yaml`` on the 100-symbol ×
+``pitools.search.evolve.evolve`` with the shipped ``params/strategies.yaml`` on the 100-symbol ×
 3-year demo store, a fresh state directory each time (night one: no incumbents), numba
 cache warm. Prints the evolution time (the search itself, after the panel is loaded), the
 evaluations, the pool's peak PSS, and the leaderboard of the 2-worker run. The old system
@@ -31,7 +31,7 @@ def main() -> None:
         return moonshot()
     import pitools as pt
     from pitools.config import load_profile
-    from pitools.evolve import evolve
+    from pitools.search.evolve import evolve
     from pitools.memory import format_mb
 
     path = store(100, 3)
@@ -60,7 +60,7 @@ def main() -> None:
 def moonshot() -> None:
     import pitools as pt
     from pitools.config import load_profile
-    from pitools.evolve import evolve
+    from pitools.search.evolve import evolve
     from pitools.memory import format_mb, peak_rss_bytes
 
     panel = pt.load_panel(store(2556, 20), fields=("open", "high", "low", "close"))

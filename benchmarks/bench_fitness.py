@@ -65,7 +65,7 @@ def candidates(n: int, names: list[str], seed: int = 7) -> list[dict]:
 
 def timed_map(fn, cands, panel, workers: int, repeats: int):
     """(median seconds, the results of the last map) of `repeats` maps."""
-    import pitools.fitness as fitness
+    import pitools.search.fitness as fitness
 
     times, res = [], None
     for _ in range(repeats):

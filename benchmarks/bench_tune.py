@@ -1,6 +1,6 @@
 """Tune-notebook latency: a slider move to updated figure data, 100 symbols × 3 years.
 
-A :class:`pitools.tune.TuneSession` on all 100 symbols of the 100 × 3-year demo store
+A :class:`pitools.notebook.tune.TuneSession` on all 100 symbols of the 100 × 3-year demo store
 (shared with bench_backtest, cached under ``benchmarks/.data``), numba warm. Each of
 ``--moves`` seeded slider moves (two thirds sma_cross fast/slow, one third rsi_reversion
 n/lower/upper; fast < slow and lower < upper kept, so every move redraws) is timed from
@@ -87,7 +87,7 @@ def main() -> None:
     args = ap.parse_args()
     from bench_backtest import store
 
-    from pitools.tune import TuneApp, TuneSession, apply, make_figure
+    from pitools.notebook.tune import TuneApp, TuneSession, apply, make_figure
 
     path = store(args.symbols, args.years)
     session = TuneSession(path)
@@ -141,7 +141,7 @@ def main() -> None:
     total = statistics.median(parts["total"])
     print(f"\ngoal: <= 50 ms from a parameter change to updated figure data: median {total:.1f} ms, "
           f"p95 {_p95(parts['total']):.1f} ms -> {'PASS' if _p95(parts['total']) <= 50 else 'MISS'}")
-    print(f"naive / pitools.tune (median): {statistics.median(naive) / total:.1f}x")
+    print(f"naive / pitools.notebook.tune (median): {statistics.median(naive) / total:.1f}x")
 
 
 if __name__ == "__main__":

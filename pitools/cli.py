@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import PitoolsError
+from pitools.errors import PitoolsError
 
 __all__ = ["main"]
 
@@ -143,7 +143,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _profile(args):
-    from .config import load_profile
+    from pitools.config import load_profile
 
     return load_profile(args.profile, overrides=args.overrides)
 
@@ -153,8 +153,8 @@ def _store_dir(args, profile) -> Path:
 
 
 def _cmd_demo_data(args) -> int:
-    from .data import Store, make_demo_store
-    from .progress import reporter
+    from pitools.data import Store, make_demo_store
+    from pitools.progress import reporter
 
     profile = _profile(args)
     store = _store_dir(args, profile)
@@ -188,7 +188,7 @@ def _cmd_demo_data(args) -> int:
 def _demo_behind(store, end) -> int:
     """Sessions a demo store built to the last closed session (no ``--end``) lags `end` (default:
     the last closed session); 0 for other stores."""
-    from .data.freshness import resolve_night, sessions_missed
+    from pitools.data.freshness import resolve_night, sessions_missed
 
     if store.info.get("source") != "demo" or not store.info.get("follows_calendar") or store.last_date is None:
         return 0
@@ -196,8 +196,8 @@ def _demo_behind(store, end) -> int:
 
 
 def _cmd_ingest(args) -> int:
-    from .data.ingest import QuarantineError, ingest
-    from .progress import reporter
+    from pitools.data.ingest import QuarantineError, ingest
+    from pitools.progress import reporter
 
     profile = _profile(args)
     store = _store_dir(args, profile)
@@ -219,13 +219,13 @@ def _numba_cache() -> None:
     every data folder and profile) before numba is imported; a NUMBA_CACHE_DIR already in the
     environment wins."""
     if "numba" not in sys.modules and not os.environ.get("NUMBA_CACHE_DIR"):
-        from .kernels import use_cache_dir
+        from pitools.kernels import use_cache_dir
 
         use_cache_dir()
 
 
 def _cmd_evolve(args) -> int:
-    from .evolve import evolve
+    from pitools.search.evolve import evolve
 
     profile = _profile(args)
     _numba_cache()
@@ -236,7 +236,7 @@ def _cmd_evolve(args) -> int:
 
 
 def _cmd_store_repair(args) -> int:
-    from .data.repair import repair
+    from pitools.data.repair import repair
 
     profile = _profile(args)
     report = repair(_store_dir(args, profile))
@@ -245,7 +245,7 @@ def _cmd_store_repair(args) -> int:
 
 
 def _cmd_db_migrate(args) -> int:
-    from .db import migrate
+    from pitools.market.db import migrate
 
     path = args.db if args.db is not None else _profile(args).data_dir / "trades.db"
     new = not path.exists()
@@ -260,7 +260,7 @@ def _cmd_db_migrate(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from .health import check
+    from pitools.box.health import check
 
     profile = _profile(args)
     report = check(profile, store=_store_dir(args, profile), db=args.db, night=args.date,
@@ -270,7 +270,7 @@ def _cmd_check(args) -> int:
 
 
 def _cmd_nightly(args) -> int:
-    from .nightly import run_nightly
+    from pitools.box.nightly import run_nightly
 
     profile = _profile(args)
     run = run_nightly(profile, night=args.date, store=args.store, outputs=args.outputs, overrides=args.overrides,
@@ -281,8 +281,8 @@ def _cmd_nightly(args) -> int:
 
 
 def _cmd_nightly_failed(args) -> int:
-    from .config import project_root
-    from .nightly import mark_failed
+    from pitools.config import project_root
+    from pitools.box.nightly import mark_failed
 
     # No profile is loaded: the hook must record the failure even when the profile file is
     # what broke the night.
@@ -293,7 +293,7 @@ def _cmd_nightly_failed(args) -> int:
 
 
 def _cmd_install_services(args) -> int:
-    from .services import install_services
+    from pitools.box.services import install_services
 
     profile = _profile(args)
     print(install_services(profile, user_mode=args.user_mode, dry_run=args.dry_run, dest=args.dest,
@@ -302,7 +302,7 @@ def _cmd_install_services(args) -> int:
 
 
 def _cmd_lab(args) -> int:
-    from .lab import lab_config, run_lab
+    from pitools.box.lab import lab_config, run_lab
 
     config = lab_config(_profile(args), ip=args.ip, port=args.port, token_file=args.token_file,
                         password_file=args.password_file, certfile=args.certfile, keyfile=args.keyfile,
@@ -314,9 +314,9 @@ def _cmd_lab(args) -> int:
 def _cmd_summary(args) -> int:
     import numpy as np
 
-    from .data import Store, load_panel, load_series
-    from .data.panel import select_universe
-    from .memory import format_mb, peak_rss_bytes
+    from pitools.data import Store, load_panel, load_series
+    from pitools.data.panel import select_universe
+    from pitools.memory import format_mb, peak_rss_bytes
 
     profile = _profile(args)
     store_dir = _store_dir(args, profile)

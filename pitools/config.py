@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, did_you_mean
-from .params_yaml import load_params_yaml, parse_params_value, short_repr
+from pitools.errors import ConfigError, did_you_mean
+from pitools.params_yaml import load_params_yaml, parse_params_value, short_repr
 
 __all__ = ["Profile", "FIELDS", "load_profile", "profile_names", "project_root", "parse_override"]
 

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import LockHeld, PitoolsError
+from pitools.errors import LockHeld, PitoolsError
 
 __all__ = ["LockHeld", "exclusive_lock", "read_holder", "NIGHTLY_PID_ENV"]
 

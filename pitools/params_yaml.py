@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from pitools.errors import ConfigError
 
 __all__ = ["load_params_yaml", "parse_params_value", "short_repr", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES"]
 

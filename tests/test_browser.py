@@ -208,7 +208,7 @@ def test_the_index_lists_the_run_and_every_link_works(browser, offline, tiny_nig
         assert not modal.is_visible()
         page.click('a[href="#log-0"]')
         modal.wait_for(state="visible")
-        assert "pitools.nightly: 05_report: ok" in modal.inner_text()  # the log's last lines
+        assert "pitools.box.nightly: 05_report: ok" in modal.inner_text()  # the log's last lines
         modal.locator('a[href="#"]').click()
         modal.wait_for(state="hidden")
 
@@ -271,7 +271,7 @@ def test_jupyterlab_needs_the_token_and_opens_the_tune_notebook_with_its_kernel(
     from playwright.sync_api import expect
 
     from pitools.config import load_profile
-    from pitools.lab import lab_config
+    from pitools.box.lab import lab_config
 
     notebook = ROOT / TUNE
     assert notebook.is_file(), f"{TUNE} is not in the repository yet"
@@ -325,10 +325,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def test_the_lab_serves_the_nightly_reports_behind_its_login_with_their_charts(browser, tiny_night, tmp_path):
-    """/pitools/reports/ (pitools/lab_reports.py): Jupyter's /files/ sandboxes HTML, so a
+    """/pitools/box/reports/ (pitools/box/lab_reports.py): Jupyter's /files/ sandboxes HTML, so a
     report there cannot fetch the shared plotly.js with the login cookie; this one can."""
     from pitools.config import load_profile
-    from pitools.lab import lab_config
+    from pitools.box.lab import lab_config
 
     data, outputs, night = tiny_night
     profile = load_profile("ci").replace(data_dir=str(tmp_path / "data"))
@@ -336,7 +336,7 @@ def test_the_lab_serves_the_nightly_reports_behind_its_login_with_their_charts(b
     token = cfg.token_file.read_text().strip()
     browser.clear_cookies()
     with _lab(cfg, tmp_path) as (base, log_path):
-        report = f"{base}/pitools/reports/{night}/02_regime.html"
+        report = f"{base}/pitools/box/reports/{night}/02_regime.html"
         # not logged in: sent to the login page, never the report
         opener = urllib.request.build_opener(_NoRedirect)
         with pytest.raises(urllib.error.HTTPError) as refused:
@@ -348,7 +348,7 @@ def test_the_lab_serves_the_nightly_reports_behind_its_login_with_their_charts(b
         page = browser.new_page()
         try:
             page.goto(f"{base}/lab?token={token}")  # logs in: the cookie is what a person has
-            page.goto(f"{base}/pitools/reports/")
+            page.goto(f"{base}/pitools/box/reports/")
             page.locator("#runs").wait_for()
             assert night in page.locator("#runs").inner_text()
             page.click(f'a[href="{night}/02_regime.html"]')

@@ -11,9 +11,9 @@ import time
 import pytest
 
 import pitools as pt
-import pitools.db as dbmod
+import pitools.market.db as dbmod
 from conftest import run_cli
-from pitools.db import LATEST_VERSION, DatabaseError, migrate, schema_version
+from pitools.market.db import LATEST_VERSION, DatabaseError, migrate, schema_version
 
 OLD_ROWS = [
     (1, "2024-03-01 21:05:00", "AAPL", "sma_cross", "BUY", 0.8),
@@ -238,7 +238,7 @@ def test_parameters_are_stored_with_integers_as_integers_and_reals_as_run(tmp_pa
     real = 19.453824394278428
     board = pd.DataFrame([{"strategy": "rsi_reversion", "fitness": 0.4, "params": {"upper": 70.0, "n": 14.0,
                                                                                  "lower": real}}])
-    # what pitools.signals hands over: the validated params, all floats
+    # what pitools.market.signals hands over: the validated params, all floats
     checked = pt.strategies.get("sma_cross").validate({"fast": 25, "slow": 80})
     assert checked == {"fast": 25.0, "slow": 80.0}
     with pt.open_trades_db(tmp_path / "trades.db") as db:

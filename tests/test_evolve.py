@@ -18,8 +18,8 @@ from conftest import ROOT, run_cli
 from pitools.config import load_profile
 from pitools.data.panel import Panel
 from pitools.errors import ConfigError
-from pitools.evolve import evolve, load_search_config
-from pitools.scoring import Scoring, deflated_sharpe, return_metrics, score_candidate, walk_forward_windows
+from pitools.search.evolve import evolve, load_search_config
+from pitools.search.scoring import Scoring, deflated_sharpe, return_metrics, score_candidate, walk_forward_windows
 
 SHIPPED = ROOT / "params" / "strategies.yaml"
 

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pytest
 
-import pitools.evolve as evolve_mod
-import pitools.evolution_log as evolution_log
+import pitools.search.evolve as evolve_mod
+import pitools.search.evolution_log as evolution_log
 from conftest import ROOT, run_cli
 from pitools.config import load_profile
 from pitools.data import atomic
 from pitools.errors import PitoolsError
-from pitools.evolution_log import append_evaluations, read_evaluations, torn_path
-from pitools.evolve import DataFolderNotWritable, EvolveError, evolve, load_search_config
+from pitools.search.evolution_log import append_evaluations, read_evaluations, torn_path
+from pitools.search.evolve import DataFolderNotWritable, EvolveError, evolve, load_search_config
 from pitools.locks import LockHeld, exclusive_lock, read_holder
-from pitools.research import read_evaluation_log
-from pitools.signals import best_params
+from pitools.box.research import read_evaluation_log
+from pitools.market.signals import best_params
 
 STRATEGY = "sma_cross"
 

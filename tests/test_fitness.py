@@ -19,7 +19,7 @@ import pytest
 import pitools as pt
 from conftest import ROOT
 from pitools.errors import ConfigError
-from pitools.fitness import FitnessResult, fitness_map
+from pitools.search.fitness import FitnessResult, fitness_map
 from pitools.memory import pss_bytes
 
 MB = 2**20
@@ -242,7 +242,7 @@ def test_the_context_is_shared_copy_on_write():
 
 _SCRIPT = textwrap.dedent("""
     import os, sys, time
-    from pitools.fitness import fitness_map
+    from pitools.search.fitness import fitness_map
 
     def slow(candidate, log):
         with open(log, "a") as fh:

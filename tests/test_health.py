@@ -13,9 +13,9 @@ import pytest
 
 from conftest import run_cli
 from pitools.config import load_profile
-from pitools.db import LATEST_VERSION, migrate, open_trades_db
+from pitools.market.db import LATEST_VERSION, migrate, open_trades_db
 from pitools.errors import NightError
-from pitools.health import FAIL, OK, WARN, check, missed_sessions
+from pitools.box.health import FAIL, OK, WARN, check, missed_sessions
 
 
 def utc(text: str) -> datetime:

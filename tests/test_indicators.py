@@ -16,7 +16,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pitools import indicators as ind
+from pitools.engine import indicators as ind
 from pitools.errors import DataError
 from pitools.kernels import indicators as K
 

@@ -12,7 +12,7 @@ import papermill as pm
 import pytest
 from jupyter_client.manager import AsyncKernelManager
 
-from pitools.kernel_quiet import inspect_parameters, quiet_shutdown
+from pitools.box.kernel_quiet import inspect_parameters, quiet_shutdown
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISE = "KeyboardInterrupt caught in kernel"
@@ -35,7 +35,7 @@ _kernel.shell_handlers["kernel_info_request"] = _slow_info
 
 @pytest.fixture(scope="module")
 def notebook(tmp_path_factory) -> Path:
-    from pitools.kernelspec import ensure_kernel
+    from pitools.box.kernelspec import ensure_kernel
 
     ensure_kernel()
     nb = nbformat.v4.new_notebook()

@@ -17,7 +17,7 @@ import pytest
 from conftest import free_port, running_lab
 from pitools.config import load_profile
 from pitools.errors import PitoolsError
-from pitools.lab import lab_config, run_lab
+from pitools.box.lab import lab_config, run_lab
 
 AS_ROOT = os.geteuid() == 0  # CI containers run as root; the lab refuses that unless told
 

@@ -332,7 +332,7 @@ def test_bad_input_exits_2_names_the_thing_and_writes_nothing(tmp_path, env, cas
 def test_the_shipped_notebooks_declare_every_standard_parameter():
     import papermill as pm
 
-    from pitools.nightly import STANDARD_PARAMETERS, load_nightly
+    from pitools.box.nightly import STANDARD_PARAMETERS, load_nightly
 
     specs = load_nightly()
     assert [s.name for s in specs] == ["01_data", "02_regime", "03_research", "04_signals", "05_report"]
@@ -354,7 +354,7 @@ def fake_run(outputs: Path, name: str, night: str, status: str, started: str) ->
 
 
 def test_retention_keeps_the_last_nights_and_always_the_newest_successful_one(tmp_path):
-    from pitools.nightly import _retention
+    from pitools.box.nightly import _retention
 
     out = tmp_path / "out"
     fake_run(out, "2026-11-02", "2026-11-02", "ok", "2026-11-02T22:00:00")

@@ -159,7 +159,7 @@ def test_a_truncated_output_notebook_and_a_failed_record_write_are_named_not_rai
     trades.db row and the index all end up saying so."""
     from papermill.iorw import LocalHandler
 
-    from pitools.nightly import RunRecord
+    from pitools.box.nightly import RunRecord
 
     data, outputs = tmp_path / "data", tmp_path / "out"
     copy_earlier(earlier, data, outputs)
@@ -221,7 +221,7 @@ sys.stdin.read()  # until the test closes our stdin
 @pytest.mark.parametrize("journal", ["wal", "delete"])  # WAL: writes wait; the old rollback journal: reads too
 def test_trades_db_locked_by_another_process_refuses_the_night_before_any_notebook(tmp_path, earlier, env,
                                                                                   monkeypatch, capsys, journal):
-    import pitools.db
+    import pitools.market.db
 
     data, outputs = tmp_path / "data", tmp_path / "out"
     copy_earlier(earlier, data, outputs)
@@ -231,7 +231,7 @@ def test_trades_db_locked_by_another_process_refuses_the_night_before_any_notebo
     before, rows = outputs_digest(outputs), runs_rows(db)
     lst = notebook_list(tmp_path / "list.yaml", [
         {"name": "01_never", "path": str(notebook(tmp_path / "never.ipynb", "print('must not run')"))}])
-    monkeypatch.setattr(pitools.db, "BUSY_TIMEOUT_S", 0.5)  # 30 s in production
+    monkeypatch.setattr(pitools.market.db, "BUSY_TIMEOUT_S", 0.5)  # 30 s in production
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True)
     try:
@@ -285,7 +285,7 @@ def test_a_killed_nights_kernel_that_still_holds_the_evolve_lock_is_stopped_by_t
     import sys
 
     from pitools.locks import LockHeld, exclusive_lock, read_holder
-    from pitools.nightly import _stop_leftovers
+    from pitools.box.nightly import _stop_leftovers
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a runner pid that no longer exists

@@ -21,10 +21,10 @@ import pytest
 from conftest import ROOT
 from pitools.config import load_profile
 from pitools.errors import ConfigError
-from pitools.evolve import load_search_config
-from pitools.nightly import load_nightly
+from pitools.search.evolve import load_search_config
+from pitools.box.nightly import load_nightly
 from pitools.params_yaml import MAX_BYTES, MAX_DEPTH, MAX_NODES, load_params_yaml, short_repr
-from pitools.tune import read_parameter_sets
+from pitools.notebook.tune import read_parameter_sets
 
 # Nine levels of nine: 9**9 = 387 million "lol"s once anything expands it.
 BOMB = 'lol0: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n' + "".join(
@@ -76,7 +76,7 @@ def _measured(argv: list[str], env: dict, tmp_path: Path):
     return proc.returncode, err.read_text(), wall, usage.ru_utime + usage.ru_stime, int(peak.read_text()) / 1024
 
 
-_TUNED_SCRIPT = _PEAK_PRELUDE + ("import sys\nfrom pitools.errors import PitoolsError\nfrom pitools.tune import read_parameter_sets\n"
+_TUNED_SCRIPT = _PEAK_PRELUDE + ("import sys\nfrom pitools.errors import PitoolsError\nfrom pitools.notebook.tune import read_parameter_sets\n"
                  "try:\n    read_parameter_sets(sys.argv[1])\nexcept PitoolsError as exc:\n"
                  "    print(f'error: {exc}', file=sys.stderr)\n    sys.exit(exc.exit_code)\n")
 

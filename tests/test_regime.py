@@ -17,7 +17,8 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 import pitools as pt
-from pitools import regime, research
+from pitools.market import regime
+from pitools.box import research
 from pitools.errors import DataError
 
 # The sell-offs of 2014-2018 (issue 13): every session listed is in the stressed half of
@@ -294,7 +295,7 @@ def test_save_load_round_trip_gives_identical_predictions(model, real, labels, t
     path = tmp_path / "models" / "regime.json"
     assert model.save(path) == path
     doc = json.loads(path.read_text())  # plain JSON, readable
-    assert doc["format"] == "pitools.regime" and doc["version"] == regime.FORMAT_VERSION == 2
+    assert doc["format"] == "pitools.market.regime" and doc["version"] == regime.FORMAT_VERSION == 2
     assert doc["regimes"] == list(model.regimes) and np.shape(doc["covariances"]) == (4, 4, 4)
     assert np.shape(doc["transmat"]) == (4, 4) and set(doc["table"]) == set(regime.TABLE_COLUMNS)
     assert [p.name for p in path.parent.iterdir()] == ["regime.json"]  # no temp file left behind
@@ -516,7 +517,7 @@ def test_regime_filter_holds_positions_only_in_allowed_regimes(demo_store, demo_
 # -- packaging -----------------------------------------------------------------------------------
 
 def test_importing_the_module_does_not_import_sklearn_or_hmmlearn():
-    code = ("import sys, pitools, pitools.regime\n"
+    code = ("import sys, pitools, pitools.market.regime\n"
             "bad = [x for x in ('sklearn', 'hmmlearn') if x in sys.modules]\n"
             "assert not bad, bad\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

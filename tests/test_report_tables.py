@@ -17,10 +17,11 @@ import papermill as pm
 import pytest
 
 import pitools as pt
-from pitools import charts, research
+from pitools.notebook import charts
+from pitools.box import research
 from pitools.config import load_profile
 from pitools.errors import DataError
-from pitools.tables import table
+from pitools.notebook.tables import table
 
 ROOT = Path(__file__).resolve().parents[1]
 NIGHT, SESSION = "2026-11-20", "2026-11-23"  # a Friday and the next NYSE session
@@ -163,7 +164,7 @@ def _plain(out) -> str:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
-    from pitools.kernelspec import ensure_kernel
+    from pitools.box.kernelspec import ensure_kernel
 
     ensure_kernel()
     tmp = tmp_path_factory.mktemp("report")

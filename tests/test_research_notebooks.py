@@ -15,7 +15,8 @@ import papermill as pm
 import pytest
 
 import pitools as pt
-from pitools import charts, research
+from pitools.notebook import charts
+from pitools.box import research
 from pitools.config import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,9 +65,9 @@ def _flip(side: str) -> str:
 @pytest.fixture(scope="module")
 def nights(tmp_path_factory):
     """Night 1 and night 2 as the runner would run them (04_signals simulated with
-    pitools.signals), then a night 3 whose 03_research 'failed' (only 05 runs)."""
-    from pitools.kernelspec import ensure_kernel
-    from pitools.signals import next_session_signals, write_next_session_signals, best_params
+    pitools.market.signals), then a night 3 whose 03_research 'failed' (only 05 runs)."""
+    from pitools.box.kernelspec import ensure_kernel
+    from pitools.market.signals import next_session_signals, write_next_session_signals, best_params
 
     ensure_kernel()
     tmp = tmp_path_factory.mktemp("research")

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from pitools import services
+from pitools.box import services
 from pitools.config import load_profile
 from pitools.errors import PitoolsError
 from pitools.kernels import cache_dir
-from pitools.services import UNIT_NAMES, ServiceError, SystemctlError, install_services, render_units
+from pitools.box.services import UNIT_NAMES, ServiceError, SystemctlError, install_services, render_units
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALYZE = shutil.which("systemd-analyze")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import pitools as pt
-from pitools.signals import best_params, next_session, next_session_signals, write_next_session_signals
+from pitools.market.signals import best_params, next_session, next_session_signals, write_next_session_signals
 
 
 @pytest.fixture(scope="module")

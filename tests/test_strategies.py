@@ -163,6 +163,6 @@ def test_format_params_orders_by_the_space_and_writes_integers_plainly():
                                        "rsi_reversion") == "n=14, lower=19.45, upper=70"
     assert pt.strategies.format_params({"n": 14, "k": 2.0361}) == "n=14, k=2.036"  # no strategy: as given
     assert pt.strategies.format_params({}, "sma_cross") == "" == pt.strategies.format_params(None)
-    from pitools import charts
+    from pitools.notebook import charts
 
     assert charts.format_params({"slow": 30.0, "fast": 10.0}, "sma_cross") == "fast=10, slow=30"

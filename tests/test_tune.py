@@ -1,4 +1,4 @@
-"""The tune notebook's logic (pitools.tune) and widgets (pitools.tune_app), driven without a
+"""The tune notebook's logic (pitools.notebook.tune) and widgets (pitools.notebook.tune_app), driven without a
 browser on a tiny demo store; the notebook itself through papermill."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import yaml
 import pitools as pt
 from pitools.config import load_profile, project_root
 from pitools.errors import ConfigError, DataError
-from pitools.evolve import SearchConfig, load_search_config
-from pitools.tune import FigureData, TuneApp, TuneSession, apply, make_figure, read_parameter_sets
-from pitools.tune_app import TRACES
+from pitools.search.evolve import SearchConfig, load_search_config
+from pitools.notebook.tune import FigureData, TuneApp, TuneSession, apply, make_figure, read_parameter_sets
+from pitools.notebook.tune_app import TRACES
 
 ROOT = Path(__file__).resolve().parents[1]
 END = "2026-11-20"
@@ -439,7 +439,7 @@ def _outputs(path: Path):
 
 
 def test_the_notebook_runs_headless_through_papermill(tmp_path):
-    from pitools.kernelspec import ensure_kernel
+    from pitools.box.kernelspec import ensure_kernel
 
     ensure_kernel()
     pt.make_demo_store(tmp_path / "store", n_symbols=8, years=2, seed=5, end=END)

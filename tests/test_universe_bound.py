@@ -11,7 +11,7 @@ import pytest
 
 import pitools as pt
 from pitools.config import load_profile
-from pitools.evolve import SearchConfig, evolve, load_search_config
+from pitools.search.evolve import SearchConfig, evolve, load_search_config
 
 END = "2026-11-20"
 

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from pitools.errors import DataError
 
 __all__ = ["DEFAULT_CALENDAR", "sessions", "last_closed_session", "is_session"]
 

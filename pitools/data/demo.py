@@ -31,10 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError, StoreExistsError
-from .calendar import last_closed_session, sessions
-from .provenance import DEMO, REAL, check_demo_over, source_of
-from .store import _EPOCH, FIELDS, Store
+from pitools.errors import DataError, StoreExistsError
+from pitools.data.calendar import last_closed_session, sessions
+from pitools.data.provenance import DEMO, REAL, check_demo_over, source_of
+from pitools.data.store import _EPOCH, FIELDS, Store
 
 __all__ = ["make_demo_store", "SECTORS", "demo_ticker", "INDEX_SYMBOLS"]
 

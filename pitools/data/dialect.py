@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import DataError
-from .validate import MISSING_TOKENS, cut, number_patterns
+from pitools.errors import DataError
+from pitools.data.validate import MISSING_TOKENS, cut, number_patterns
 
 __all__ = ["SEPARATORS", "DECIMALS"]
 

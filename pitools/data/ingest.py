@@ -52,13 +52,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import DataError, IngestError, PitoolsError, QuarantineError, StoreError, did_you_mean
-from .atomic import write_text_atomic
-from .dialect import (SEPARATORS, _check_dialect_args, _cut_text, _date_format, _decimal_mark,
+from pitools.errors import DataError, IngestError, PitoolsError, QuarantineError, StoreError, did_you_mean
+from pitools.data.atomic import write_text_atomic
+from pitools.data.dialect import (SEPARATORS, _check_dialect_args, _cut_text, _date_format, _decimal_mark,
                       _Dialect, _FileRejected, _not_text, _sniff)
-from .provenance import DEMO, MIXED, check_import, source_after_import
-from .store import Store
-from .validate import MISSING_TOKENS, check_bars, cut
+from pitools.data.provenance import DEMO, MIXED, check_import, source_after_import
+from pitools.data.store import Store
+from pitools.data.validate import MISSING_TOKENS, check_bars, cut
 
 __all__ = ["ingest", "IngestReport", "FileOutcome", "QuarantineError", "FORMATS", "SEPARATORS",
            "default_quarantine"]

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..errors import DataError, MemoryBudgetError, StoreError, did_you_mean
-from .store import _EPOCH, FIELDS, Store
+from pitools.errors import DataError, MemoryBudgetError, StoreError, did_you_mean
+from pitools.data.store import _EPOCH, FIELDS, Store
 
 __all__ = ["Panel", "PanelEstimate", "load_panel", "estimate_panel", "load_series", "select_universe"]
 

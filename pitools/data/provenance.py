@@ -24,8 +24,8 @@ Example
 
 from __future__ import annotations
 
-from ..errors import MixedDataError
-from .store import Store
+from pitools.errors import MixedDataError
+from pitools.data.store import Store
 
 __all__ = ["DEMO", "INGEST", "MIXED", "source_of", "check_import", "check_demo_over", "source_after_import"]
 

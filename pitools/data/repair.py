@@ -24,8 +24,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DamagedStoreError, NoStoreError
-from .store import (FIELDS, MANIFEST, Store, _data_files, _Partition, _sha256, lock_store,
+from pitools.errors import DamagedStoreError, NoStoreError
+from pitools.data.store import (FIELDS, MANIFEST, Store, _data_files, _Partition, _sha256, lock_store,
                     write_manifest)
 
 __all__ = ["repair", "RepairReport"]

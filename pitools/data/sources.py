@@ -44,12 +44,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import ConfigError, did_you_mean
-from .atomic import write_bytes_atomic, write_text_atomic
-from .calendar import last_closed_session, sessions
-from .ingest import CSV_SUFFIXES, PARQUET_SUFFIXES, IngestReport, default_quarantine, free_name, ingest
-from .provenance import check_import
-from .store import Store
+from pitools.errors import ConfigError, did_you_mean
+from pitools.data.atomic import write_bytes_atomic, write_text_atomic
+from pitools.data.calendar import last_closed_session, sessions
+from pitools.data.ingest import CSV_SUFFIXES, PARQUET_SUFFIXES, IngestReport, default_quarantine, free_name, ingest
+from pitools.data.provenance import check_import
+from pitools.data.store import Store
 
 __all__ = ["SOURCES", "register", "get", "refresh", "RefreshReport", "stooq_symbol"]
 

@@ -48,9 +48,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DamagedStoreError, DataError, NoStoreError, StoreError
-from ..locks import exclusive_lock
-from .atomic import TMP_PREFIX, fsync_dir, write_text_atomic
+from pitools.errors import DamagedStoreError, DataError, NoStoreError, StoreError
+from pitools.locks import exclusive_lock
+from pitools.data.atomic import TMP_PREFIX, fsync_dir, write_text_atomic
 
 __all__ = ["Store", "StoreWriter", "FIELDS", "PRICE_FIELDS", "ROW_GROUP_ROWS", "bars_schema"]
 
@@ -250,7 +250,7 @@ class Store:
         """Rows, first and last date of `symbol`."""
         infos = self._symbol_infos()
         if symbol not in infos:
-            from ..errors import did_you_mean
+            from pitools.errors import did_you_mean
 
             raise DataError(f"symbol {symbol!r} is not in the store at {str(self.root)!r}."
                             f"{did_you_mean(symbol, infos)}")

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
-from .calendar import is_session
-from .store import FIELDS, PRICE_FIELDS
+from pitools.errors import DataError
+from pitools.data.calendar import is_session
+from pitools.data.store import FIELDS, PRICE_FIELDS
 
 __all__ = ["CheckResult", "check_bars", "MISSING_TOKENS", "PRICE_RANGE", "VOLUME_RANGE", "EXCHANGE_TZ",
            "number_patterns", "cut"]

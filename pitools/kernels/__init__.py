@@ -1,7 +1,7 @@
 """numba kernels: numpy in, numpy out; no pandas, no I/O, no validation.
 
 Each kernel has a public wrapper elsewhere in pitools that validates and converts its
-inputs (e.g. :mod:`pitools.indicators` for :mod:`pitools.kernels.indicators`). The
+inputs (e.g. :mod:`pitools.engine.indicators` for :mod:`pitools.kernels.indicators`). The
 submodules are not imported here, so ``import pitools.kernels`` does not load numba.
 """
 
@@ -71,7 +71,7 @@ def use_cache_dir(path: str | os.PathLike | None = None) -> Path:
     """
     path = Path(cache_dir() if path is None else path).expanduser().resolve()
     if "numba" in sys.modules and os.environ.get("NUMBA_CACHE_DIR") != str(path):
-        from ..errors import ConfigError
+        from pitools.errors import ConfigError
 
         raise ConfigError(f"numba is already imported, so its cache directory can no longer move to {str(path)!r}; "
                           "call pitools.kernels.use_cache_dir() before the first backtest, or set NUMBA_CACHE_DIR "

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .signals import (atr_breakout_nb, bollinger_reversion_nb, donchian_breakout_nb, macd_nb, rsi_reversion_nb,
+from pitools.kernels.signals import (atr_breakout_nb, bollinger_reversion_nb, donchian_breakout_nb, macd_nb, rsi_reversion_nb,
                       sma_cross_nb, ts_momentum_nb)
-from .simulation import N_STATS, TRADE_FIELDS, simulate_into_nb
+from pitools.kernels.simulation import N_STATS, TRADE_FIELDS, simulate_into_nb
 
 __all__ = ["run_symbols_nb", "run_builtin_nb", "builtin_signals_nb", "run_targets_nb", "N_STATS",
            "BUILTIN_KERNELS"]

@@ -8,7 +8,7 @@ Conventions shared by every kernel:
   its own history and a halt day does not reset anything.
 * Accumulation is float64 whatever the input dtype.
 * No validation: `n` >= 1 and matching lengths are the wrapper's job
-  (:mod:`pitools.indicators`).
+  (:mod:`pitools.engine.indicators`).
 * Every value at bar t depends on bars 0..t only (no lookahead).
 
 ``error_model="numpy"`` makes a float division by zero give inf/NaN like numpy instead of

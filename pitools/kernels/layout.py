@@ -3,7 +3,7 @@ figure uses (plain Python: no numba import).
 
 The trades array of :func:`pitools.kernels.simulation.simulate_nb` has ``TRADE_FIELDS``
 columns (``T_*`` are their indices); the per-symbol stats row has ``STAT_FIELDS``, which
-is also ``pitools.backtest.STAT_COLUMNS``.
+is also ``pitools.engine.backtest.STAT_COLUMNS``.
 """
 
 TRADE_FIELDS = ("entry_bar", "exit_bar", "side", "size", "entry_price", "exit_price", "pnl", "return", "open_at_end")

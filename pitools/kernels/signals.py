@@ -22,7 +22,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .indicators import _rolling_max_dense, _rolling_std_dense, atr_nb, ema_nb, roc_nb, rsi_nb, sma_nb
+from pitools.kernels.indicators import _rolling_max_dense, _rolling_std_dense, atr_nb, ema_nb, roc_nb, rsi_nb, sma_nb
 
 __all__ = ["signals_nb", "sma_cross_nb", "macd_nb", "rsi_reversion_nb", "bollinger_reversion_nb",
            "donchian_breakout_nb", "atr_breakout_nb", "ts_momentum_nb", "xs_momentum_nb"]

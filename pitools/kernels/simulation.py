@@ -29,10 +29,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .metrics import (EXPOSURE, METRIC_NAMES, N_TRADES, PROFIT_FACTOR, TRADE_METRIC_NAMES, TRADE_STATE_SIZE,
+from pitools.kernels.metrics import (EXPOSURE, METRIC_NAMES, N_TRADES, PROFIT_FACTOR, TRADE_METRIC_NAMES, TRADE_STATE_SIZE,
                       WIN_RATE, metrics_finish, metrics_push, metrics_start, trade_finish, trade_push)
 
-from .layout import (N_STATS, SESSIONS_PER_YEAR, STAT_FIELDS, T_ENTRY_BAR, T_ENTRY_PRICE, T_EXIT_BAR, T_EXIT_PRICE,
+from pitools.kernels.layout import (N_STATS, SESSIONS_PER_YEAR, STAT_FIELDS, T_ENTRY_BAR, T_ENTRY_PRICE, T_EXIT_BAR, T_EXIT_PRICE,
                      T_OPEN_AT_END, T_PNL, T_RETURN, T_SIDE, T_SIZE, TRADE_FIELDS)
 
 __all__ = ["simulate_nb", "simulate_curves_nb", "simulate_into_nb", "STAT_FIELDS", "N_STATS", "TRADE_FIELDS",

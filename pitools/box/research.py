@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, PitoolsError
-from .evolution_log import LOG_NAME, as_night, read_evaluations
+from pitools.errors import DataError, PitoolsError
+from pitools.search.evolution_log import LOG_NAME, as_night, read_evaluations
 
 __all__ = ["INDEX_SYMBOLS", "GROWTH_REFIT", "regime_model_path", "index_series", "refit_reason", "fit_or_update",
            "current_regime", "regime_table", "read_evaluation_log", "night_leaderboard", "previous_night", "changes_since",
@@ -49,7 +49,7 @@ def index_series(store, end=None) -> tuple[pd.Series, pd.Series]:
     DataError
         Naming the missing series and how to get them, when the store lacks either.
     """
-    from .data import Store, load_series
+    from pitools.data import Store, load_series
 
     st = store if isinstance(store, Store) else Store.open(store)
     have = set(st.symbols(None))
@@ -69,7 +69,7 @@ def refit_reason(model, vix: pd.Series, spx: pd.Series, refit_every_days: int = 
     from grew by :data:`GROWTH_REFIT` or more (a backfilled history), or when it was trained
     on sessions after the data's last one (an earlier night re-run: no lookahead).
     """
-    from . import regime
+    from pitools.market import regime
 
     days = _days_arg(refit_every_days)
     f = regime.features(vix, spx, window=model.window, high_window=model.high_window).dropna()
@@ -116,7 +116,7 @@ def fit_or_update(path, vix: pd.Series, spx: pd.Series, refit_every_days: int = 
     -------
     >>> model, why = fit_or_update("data/regime/model.json", vix, spx)     # doctest: +SKIP
     """
-    from . import regime
+    from pitools.market import regime
 
     days = _days_arg(refit_every_days)
     path = Path(path)
@@ -188,7 +188,7 @@ def regime_table(model, labels: pd.Series) -> pd.DataFrame:
 
 def read_evaluation_log(data_dir, night: str | None = None, strategies=None) -> pd.DataFrame:
     """Evaluations from ``<data_dir>/evolve/<strategy>/evaluations.jsonl``, read by
-    :func:`pitools.evolution_log.read_evaluations` (lines that are not records skipped, with a warning).
+    :func:`pitools.search.evolution_log.read_evaluations` (lines that are not records skipped, with a warning).
 
     Parameters
     ----------
@@ -236,7 +236,7 @@ def night_leaderboard(db, night: str) -> pd.DataFrame:
 
 def _in_space_order(strategy: str, params: dict) -> dict:
     """`params` ordered like the strategy's search space (trades.db stores them sorted by name)."""
-    from . import strategies
+    from pitools.engine import strategies
 
     if strategy not in strategies.REGISTRY:
         return params
@@ -264,7 +264,7 @@ def changes_since(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
         ``params before``, ``params now``, ``what changed`` (``fast 10→12; slow 30→41``,
         ``same params``, ``new strategy`` or ``not evaluated tonight``).
     """
-    from .strategies import format_params, format_value
+    from pitools.engine.strategies import format_params, format_value
 
     b = before.set_index("strategy") if len(before) else pd.DataFrame(columns=["fitness", "params"])
     n = now.set_index("strategy") if len(now) else pd.DataFrame(columns=["fitness", "params"])
@@ -345,7 +345,7 @@ def positions(signals: pd.DataFrame, board: pd.DataFrame) -> tuple[pd.DataFrame,
     (worth, others) : two pandas.DataFrame
         Columns ``strategy``, ``fitness``, ``symbol``, ``side``, ``regime``; best strategy
         first, then by symbol. `worth`: strategies of :func:`worth_reading`; `others`: those
-        with fitness ≤ 0 or none tonight. ``strength`` is left out: ``pitools.signals``
+        with fitness ≤ 0 or none tonight. ``strength`` is left out: ``pitools.market.signals``
         writes 1.0 for every position (0.0 for flat), so it says nothing a side does not.
     """
     cols = ["strategy", "fitness", "symbol", "side", "regime"]
@@ -368,7 +368,7 @@ def read_run_record(run_dir) -> dict | None:
     """``run_dir/run.json`` as written by the nightly runner, or None (no run_dir, no file, unreadable)."""
     if run_dir is None:
         return None
-    from .reports import RUN_FILE
+    from pitools.box.reports import RUN_FILE
 
     path = Path(run_dir) / RUN_FILE
     try:

@@ -355,7 +355,7 @@ def equity_chart(curves: pd.DataFrame | Mapping[str, pd.Series], oos_start=None,
 # ---------------------------------------------------------------- tables
 
 def format_params(params: Mapping | None, strategy: str | None = None) -> str:
-    """``fast=10, slow=30`` — :func:`pitools.strategies.format_params`, the one place parameters
+    """``fast=10, slow=30`` — :func:`pitools.engine.strategies.format_params`, the one place parameters
     are written for people (integers as integers, reals to 4 significant digits).
 
     Example
@@ -363,7 +363,7 @@ def format_params(params: Mapping | None, strategy: str | None = None) -> str:
     >>> format_params({"n": 14, "k": 2.0361})
     'n=14, k=2.036'
     """
-    from .strategies import format_params as _format
+    from pitools.engine.strategies import format_params as _format
 
     return _format(params, strategy)
 

@@ -48,16 +48,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from .config import Profile, project_root
-from .data.freshness import resolve_night
-from .errors import ConfigError, NightlyError, NightlyLocked, PitoolsError, did_you_mean
-from .locks import NIGHTLY_PID_ENV, LockHeld, exclusive_lock, read_holder
-from .reports import LOG_NAME, RUN_FILE, export_html, plotly_asset, read_runs, write_index, write_public
+from pitools.config import Profile, project_root
+from pitools.data.freshness import resolve_night
+from pitools.errors import ConfigError, NightlyError, NightlyLocked, PitoolsError, did_you_mean
+from pitools.locks import NIGHTLY_PID_ENV, LockHeld, exclusive_lock, read_holder
+from pitools.box.reports import LOG_NAME, RUN_FILE, export_html, plotly_asset, read_runs, write_index, write_public
 
 __all__ = ["NightlyError", "NightlyLocked", "NotebookSpec", "RunRecord", "load_nightly", "run_nightly",
            "mark_failed", "STANDARD_PARAMETERS"]
 
-log = logging.getLogger("pitools.nightly")
+log = logging.getLogger("pitools.box.nightly")
 
 NIGHTLY_FILE = Path("params") / "nightly.yaml"
 # What every notebook of the list receives (notebooks/README.md).
@@ -82,7 +82,7 @@ class NotebookSpec:
 
 def load_nightly(path: str | Path | None = None, root: Path | None = None) -> list[NotebookSpec]:
     """Read and check the notebook list (default ``params/nightly.yaml``)."""
-    from .params_yaml import load_params_yaml, short_repr
+    from pitools.params_yaml import load_params_yaml, short_repr
 
     root = root or project_root()
     file = Path(path) if path is not None else root / NIGHTLY_FILE
@@ -123,7 +123,7 @@ def load_nightly(path: str | Path | None = None, root: Path | None = None) -> li
 
 def _entry(where: str, name: str, entry: dict, earlier: list[NotebookSpec], root: Path) -> NotebookSpec:
     """One checked entry of the list; `earlier`: the entries before it."""
-    from .params_yaml import short_repr
+    from pitools.params_yaml import short_repr
 
     raw_path = entry.get("path")
     if raw_path is not None and (not isinstance(raw_path, str) or not raw_path.strip()):
@@ -164,7 +164,7 @@ def _entry(where: str, name: str, entry: dict, earlier: list[NotebookSpec], root
 
 def _check_parameters(specs: list[NotebookSpec]) -> None:
     """Every parameter the runner passes must exist in the notebook's `parameters` cell."""
-    from .kernel_quiet import inspect_parameters
+    from pitools.box.kernel_quiet import inspect_parameters
 
     for spec in specs:
         try:
@@ -213,7 +213,7 @@ class _KernelWatch(threading.Thread):
     def __init__(self, timeout_s: float, ignore: frozenset[int] = frozenset()):
         super().__init__(daemon=True, name="pitools-kernel-watch")
         self.ignore = ignore  # children the caller had before the notebook: not ours to count or kill
-        from .memory import pool_pss_bytes, rss_bytes
+        from pitools.memory import pool_pss_bytes, rss_bytes
 
         self._pss, self._rss = pool_pss_bytes, rss_bytes
         self.timeout_s = timeout_s
@@ -327,7 +327,7 @@ class RunRecord:
 
     def breakdown(self) -> str:
         """A few lines: each notebook's time split into kernel start-up, cells and HTML export."""
-        from .memory import format_mb
+        from pitools.memory import format_mb
 
         lines = [f"nightly {self.night} (profile {self.profile}): {self.status} in {self.duration_s or 0:.1f} s, "
                  f"peak PSS of the kernels {format_mb(self.peak_pss_bytes)} — {self.run_dir}"]
@@ -382,10 +382,10 @@ def _mark_interrupted(outputs: Path, db_path: Path | None = None) -> None:
             write_public(path, json.dumps(rec, indent=1, default=str) + "\n")
             log.warning("run %s had died mid-way (status running); marked interrupted", path.parent.name)
             if db_path is not None and rec.get("run_id") is not None and db_path.exists():
-                from .db import open_trades_db
+                from pitools.market.db import open_trades_db
 
                 with contextlib.suppress(Exception), open_trades_db(db_path) as db:
-                    if db.query("SELECT status FROM runs WHERE id = ?", (rec["run_id"],)).status.tolist() == ["running"]:
+                    if db.run_status(int(rec["run_id"])) == "running":
                         db.finish_run(int(rec["run_id"]), "failed", details={"status": "interrupted"})
 
 
@@ -702,9 +702,9 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
     notebooks : path, optional
         Another notebook list than ``params/nightly.yaml``.
     """
-    from .data import Store
-    from .kernel_quiet import quiet_shutdown
-    from .kernelspec import ensure_kernel
+    from pitools.data import Store
+    from pitools.box.kernel_quiet import quiet_shutdown
+    from pitools.box.kernelspec import ensure_kernel
 
     root = root or project_root()
     specs = load_nightly(notebooks, root)
@@ -719,7 +719,7 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
     lock_info = {"pid": os.getpid(), "started": _now(), "profile": profile.name, "night": night}
     with _nightly_lock(profile.data_dir, lock_info), _nightly_lock(outputs, lock_info, OUTPUTS_LOCK), \
             _sigterm_as_interrupt():
-        from .kernels import cache_dir  # one numba cache for every data folder and profile
+        from pitools.kernels import cache_dir  # one numba cache for every data folder and profile
         os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir()))
         os.environ.setdefault("PITOOLS_HOME", str(root))
         kernel = ensure_kernel()
@@ -775,7 +775,7 @@ def _start_db_run(db_path: Path, night: str, profile: str) -> int:
     read-only disk, refuses the night with nothing to undo: no run folder, no notebook marked
     skipped, the index as it was (under systemd the OnFailure hook adds the refusal to it), and
     a retry lands in ``outputs/<night>/``, not ``<night>.2``."""
-    from .db import open_trades_db
+    from pitools.market.db import open_trades_db
 
     with open_trades_db(db_path) as db:
         return db.start_run(night, profile)
@@ -847,7 +847,7 @@ def _save_progress(rec: RunRecord, outputs: Path) -> None:
 
 
 def _finish_db_run(db_path: Path, rec: RunRecord) -> None:
-    from .db import open_trades_db
+    from pitools.market.db import open_trades_db
 
     if rec.run_id is None:
         return
@@ -897,7 +897,7 @@ def mark_failed(outputs: str | Path, unit: str = "pitools-nightly.service", resu
     systemd runs this when the nightly service fails in a way the runner could not record
     itself: killed by MemoryMax, its wall-clock limit, a crash before the first notebook.
     """
-    from .reports import FAILURES_DIR
+    from pitools.box.reports import FAILURES_DIR
 
     outputs = Path(outputs)
     if result is None and os.environ.get("MONITOR_SERVICE_RESULT"):  # systemd >= 251 tells the OnFailure unit

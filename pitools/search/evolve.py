@@ -1,7 +1,7 @@
 """One night of evolution: nevergrad searches each strategy's parameters, persistently.
 
 For every strategy, ``population_size`` candidates a generation are asked from a nevergrad
-optimizer, scored walk-forward (:mod:`pitools.scoring`) through the fitness map, and told
+optimizer, scored walk-forward (:mod:`pitools.search.scoring`) through the fitness map, and told
 back. After every generation the optimizer is pickled atomically and every evaluation is
 appended to a JSON-lines log, both under ``<data_dir>/evolve/<strategy>/``:
 
@@ -47,14 +47,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import strategies as _strategies
-from .backtest import backtest
-from .config import Profile, project_root
-from .data.atomic import fsync_dir, write_bytes_atomic, write_text_atomic
-from .errors import ConfigError, DataFolderNotWritable, EvolveError, PitoolsError, did_you_mean
-from .evolution_log import LOG_NAME, append_evaluations, as_night, read_evaluations
-from .locks import NIGHTLY_PID_ENV, exclusive_lock
-from .scoring import Scoring, deflated_sharpe, score_candidate, walk_forward_windows
+from pitools.engine import strategies as _strategies
+from pitools.engine.backtest import backtest
+from pitools.config import Profile, project_root
+from pitools.data.atomic import fsync_dir, write_bytes_atomic, write_text_atomic
+from pitools.errors import ConfigError, DataFolderNotWritable, EvolveError, PitoolsError, did_you_mean
+from pitools.search.evolution_log import LOG_NAME, append_evaluations, as_night, read_evaluations
+from pitools.locks import NIGHTLY_PID_ENV, exclusive_lock
+from pitools.search.scoring import Scoring, deflated_sharpe, score_candidate, walk_forward_windows
 
 __all__ = ["SearchConfig", "load_search_config", "evolve", "EvolveReport", "evaluate_candidate", "EvalContext",
            "EvolveError", "DataFolderNotWritable"]
@@ -110,7 +110,7 @@ class SearchConfig:
 
 
 def _number(where: str, value, kind: str = "float") -> float:
-    from .params_yaml import short_repr
+    from pitools.params_yaml import short_repr
 
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{where} = {short_repr(value)} must be a number")
@@ -127,7 +127,7 @@ def _number(where: str, value, kind: str = "float") -> float:
 
 def _mapping(file: str, key: str, value, what: str) -> dict:
     """`value` of top-level `key` as a dict (absent or empty: {}), or a ConfigError."""
-    from .params_yaml import short_repr
+    from pitools.params_yaml import short_repr
 
     if value is None:
         return {}
@@ -142,7 +142,7 @@ def load_search_config(path: str | Path | None = None) -> SearchConfig:
     Bounds in which no candidate passes the strategy's constraints are refused here: the
     optimizer could only ask inadmissible candidates and the night would score nothing.
     """
-    from .params_yaml import load_params_yaml, short_repr
+    from pitools.params_yaml import load_params_yaml, short_repr
 
     path = Path(path) if path is not None else project_root() / "params" / "strategies.yaml"
     if not path.is_file():
@@ -161,7 +161,7 @@ def load_search_config(path: str | Path | None = None) -> SearchConfig:
     incumbents = _number(f"{file}: incumbents", raw.get("incumbents", 3), "int")
     if incumbents < 0:
         raise ConfigError(f"{file}: incumbents = {int(incumbents)} must be >= 0")
-    scoring = _scoring(file, _mapping(file, "scoring", raw.get("scoring"), "setting: value (see pitools.scoring)"))
+    scoring = _scoring(file, _mapping(file, "scoring", raw.get("scoring"), "setting: value (see pitools.search.scoring)"))
     strategies = _mapping(file, "strategies", raw.get("strategies"),
                           "strategy: {parameter: [low, high]}, e.g. sma_cross: {fast: [3, 60]}")
     bounds = {name: _bounds(file, name, params) for name, params in strategies.items()}
@@ -180,7 +180,7 @@ def load_search_config(path: str | Path | None = None) -> SearchConfig:
 
 def _bounds(file: str, name, params) -> dict[str, tuple[float, float]]:
     """``{param: (low, high)}`` of strategy `name` under ``strategies:``, checked."""
-    from .params_yaml import short_repr
+    from pitools.params_yaml import short_repr
 
     spec = _strategies.get(name) if name in _strategies.REGISTRY else None
     if spec is None:
@@ -208,7 +208,7 @@ def _bounds(file: str, name, params) -> dict[str, tuple[float, float]]:
 
 def _label(key) -> str:
     """A key of the file for a message: as written when short, else cut."""
-    from .params_yaml import short_repr
+    from pitools.params_yaml import short_repr
 
     return key if isinstance(key, str) and len(key) <= 40 else short_repr(key, 40)
 
@@ -256,7 +256,7 @@ def _check_admissible(file: str, name: str, space: dict[str, tuple[float, float,
 def _scoring(file: str, raw: dict) -> Scoring:
     import dataclasses
 
-    from .params_yaml import short_repr
+    from pitools.params_yaml import short_repr
 
     defaults = Scoring()
     names = [f.name for f in dataclasses.fields(Scoring)]  # not hasattr: `backtest_kwargs` is no setting
@@ -480,7 +480,7 @@ class EvolveReport:
     notes: list = field(default_factory=list)  # what bounded the search tonight (a small universe …)
 
     def to_text(self) -> str:
-        from .memory import format_mb
+        from pitools.memory import format_mb
 
         lb = self.leaderboard.copy()
         lb["params"] = [_strategies.format_params(p, name) for p, name in zip(lb["params"], lb["strategy"])]
@@ -514,9 +514,9 @@ def evolve(profile: Profile, strategies=None, store=None, night: str | None = No
     DataFolderNotWritable
         The data folder cannot be written (exit code 2), naming it.
     """
-    from .data import Store, load_panel
-    from .data.freshness import resolve_night
-    from .data.panel import select_universe
+    from pitools.data import Store, load_panel
+    from pitools.data.freshness import resolve_night
+    from pitools.data.panel import select_universe
 
     names = list(strategies or _strategies.names())
     for name in names:
@@ -558,7 +558,7 @@ def _take_the_data_folder(held: contextlib.ExitStack, profile: Profile, names: l
 def _night(profile: Profile, names: list[str], panel, night: str, config: SearchConfig, backend: str, scheduler,
            progress: bool) -> EvolveReport:
     """The generations of one night, under the evolve lock."""
-    from .fitness import fitness_map
+    from pitools.search.fitness import fitness_map
 
     windows = tuple(walk_forward_windows(panel.n_bars, config.scoring))
     root = profile.data_dir / "evolve"

@@ -23,8 +23,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .errors import ConfigError
-from .kernels.layout import SESSIONS_PER_YEAR as _YEAR
+from pitools.errors import ConfigError
+from pitools.kernels.layout import SESSIONS_PER_YEAR as _YEAR
 
 __all__ = ["Scoring", "walk_forward_windows", "return_metrics", "score_candidate", "deflated_sharpe"]
 

@@ -19,7 +19,7 @@ import json
 import uuid
 from pathlib import Path
 
-from .data.atomic import write_bytes_atomic
+from pitools.data.atomic import write_bytes_atomic
 
 __all__ = ["PLOTLY_MIME", "write_public", "plotly_asset", "export_html", "read_runs", "write_index", "LOG_NAME", "RUN_FILE"]
 

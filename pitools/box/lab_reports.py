@@ -1,4 +1,4 @@
-"""The nightly reports inside ``pitools lab``: ``/pitools/reports/`` serves outputs/.
+"""The nightly reports inside ``pitools lab``: ``/pitools/box/reports/`` serves outputs/.
 
 Jupyter's own ``/files/`` serves HTML under a ``sandbox`` Content-Security-Policy: the page
 gets an opaque origin, so the browser does not send the login cookie with its requests and
@@ -9,7 +9,7 @@ report loads its assets like it does from disk. The reports are the box's own ge
 pages; the notebooks that produced them already ran with the user's rights.
 
 `pitools lab` enables it (``ServerApp.jpserver_extensions``); open
-``http://<pi>:8888/pitools/reports/`` for the runs index.
+``http://<pi>:8888/pitools/box/reports/`` for the runs index.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from jupyter_server.utils import url_path_join
 
 __all__ = ["REPORTS_PATH", "ReportsHandler"]
 
-REPORTS_PATH = "/pitools/reports/"
+REPORTS_PATH = "/pitools/box/reports/"
 
 
 class ReportsHandler(AuthenticatedFileHandler):
@@ -43,7 +43,7 @@ class ReportsHandler(AuthenticatedFileHandler):
 
 
 def _jupyter_server_extension_points():
-    return [{"module": "pitools.lab_reports"}]
+    return [{"module": "pitools.box.lab_reports"}]
 
 
 def _load_jupyter_server_extension(serverapp) -> None:

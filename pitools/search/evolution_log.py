@@ -1,8 +1,8 @@
 """The evaluation log of one strategy, ``<data_dir>/evolve/<strategy>/evaluations.jsonl``.
 
 One JSON object a line, one line per evaluation, appended after every generation
-(:mod:`pitools.evolve`). The log is the memory of the search: the optimizer is rebuilt
-from it, the incumbents and tomorrow's parameters (:func:`pitools.signals.best_params`)
+(:mod:`pitools.search.evolve`). The log is the memory of the search: the optimizer is rebuilt
+from it, the incumbents and tomorrow's parameters (:func:`pitools.market.signals.best_params`)
 are read from it, and the research notebook shows it. This module is its only reader
 and its only writer.
 
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, EvaluationLogError
+from pitools.errors import DataError, EvaluationLogError
 
 __all__ = ["LOG_NAME", "EvaluationLogError", "read_evaluations", "append_evaluations", "as_night", "torn_path"]
 

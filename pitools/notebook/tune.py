@@ -2,7 +2,7 @@
 
 A :class:`TuneSession` holds one loaded panel (the profile's universe, loaded once), a
 strategy and its current parameters. :meth:`TuneSession.update` takes what the widgets
-say (parameters, symbols, date range), checks it, re-runs :func:`pitools.backtest` on the
+say (parameters, symbols, date range), checks it, re-runs :func:`pitools.engine.backtest` on the
 selection (sliced from the panel in memory, never reloaded) with the research's fills and
 fees, and returns a :class:`TuneResult` holding the figure data and a stats table. Bad
 input never raises: the result carries ``.error`` (naming the parameter, the value and
@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from . import strategies as _strategies
-from .backtest import STAT_COLUMNS, backtest
-from .data.atomic import write_text_atomic
-from .data.panel import Panel
-from .errors import ConfigError, DataError, PitoolsError, did_you_mean
+from pitools.engine import strategies as _strategies
+from pitools.engine.backtest import STAT_COLUMNS, backtest
+from pitools.data.atomic import write_text_atomic
+from pitools.data.panel import Panel
+from pitools.errors import ConfigError, DataError, PitoolsError, did_you_mean
 
 __all__ = ["TuneSession", "TuneResult", "FigureData", "SliderSpec", "make_figure", "apply", "TuneApp",
            "read_parameter_sets", "NAME_PATTERN"]
@@ -42,7 +42,7 @@ __all__ = ["TuneSession", "TuneResult", "FigureData", "SliderSpec", "make_figure
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FIELDS = ("open", "high", "low", "close")
 _TUNED_HEADER = ("# Parameter sets saved from notebooks/tune.ipynb: strategy -> name -> parameters.\n"
-                 "# Written by pitools.tune (read, changed, replaced atomically); edit by hand with care.\n")
+                 "# Written by pitools.notebook.tune (read, changed, replaced atomically); edit by hand with care.\n")
 
 
 class SliderSpec(NamedTuple):
@@ -117,7 +117,7 @@ def read_parameter_sets(params_dir: str | Path | None = None) -> dict:
     >>> read_parameter_sets()["sma_cross"]["calm_2026"]        # doctest: +SKIP
     {'fast': 12, 'slow': 80}
     """
-    from .params_yaml import load_params_yaml
+    from pitools.params_yaml import load_params_yaml
 
     path = _tuned_path(params_dir)
     if not path.exists():
@@ -136,7 +136,7 @@ def read_parameter_sets(params_dir: str | Path | None = None) -> dict:
 
 def _tuned_problem(raw) -> str | None:
     """What is wrong with the data of tuned.yaml, or None."""
-    from .params_yaml import short_repr
+    from pitools.params_yaml import short_repr
 
     if not isinstance(raw, dict):
         return f"got {short_repr(raw)}"
@@ -157,7 +157,7 @@ def _tuned_problem(raw) -> str | None:
 
 
 def _tuned_path(params_dir) -> Path:
-    from .config import project_root
+    from pitools.config import project_root
 
     return Path(params_dir if params_dir is not None else project_root() / "params") / "tuned.yaml"
 
@@ -180,7 +180,7 @@ class TuneSession:
     profile : str or Profile, optional
         Where the universe, memory budget and tonight's parameters (``data_dir``) come from.
     backtest_kwargs : dict, optional
-        For :func:`pitools.backtest`; default the research's fills and fees
+        For :func:`pitools.engine.backtest`; default the research's fills and fees
         (``scoring:`` of params/strategies.yaml).
     params : dict, optional
         Starting parameters (default: the strategy's defaults).
@@ -194,8 +194,8 @@ class TuneSession:
 
     def __init__(self, panel_or_store, strategy: str = "sma_cross", symbols=None, start=None, end=None,
                  profile=None, backtest_kwargs: dict | None = None, params: dict | None = None):
-        from .config import load_profile
-        from .evolve import SearchConfig, load_search_config
+        from pitools.config import load_profile
+        from pitools.search.evolve import SearchConfig, load_search_config
 
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.panel = self._load(panel_or_store, self.profile)
@@ -219,8 +219,8 @@ class TuneSession:
 
     @staticmethod
     def _load(source, prof) -> Panel:
-        from .data import Store, load_panel
-        from .data.panel import select_universe
+        from pitools.data import Store, load_panel
+        from pitools.data.panel import select_universe
 
         if isinstance(source, Panel):
             return source
@@ -268,9 +268,9 @@ class TuneSession:
 
     def evolved_params(self, data_dir=None, strategy: str | None = None) -> tuple[dict, str]:
         """(params, where from): tonight's best evolved parameters of `strategy`
-        (:func:`pitools.signals.best_params`; its defaults if never evolved), checked and
+        (:func:`pitools.market.signals.best_params`; its defaults if never evolved), checked and
         typed as the sliders want them."""
-        from .signals import best_params
+        from pitools.market.signals import best_params
 
         if data_dir is None:
             if self.profile is None:
@@ -492,10 +492,10 @@ def _buy_and_hold(close: np.ndarray, cash: float) -> np.ndarray:
 
 
 def __getattr__(name):
-    """The figure and the widgets live in :mod:`pitools.tune_app` (plotly and ipywidgets
+    """The figure and the widgets live in :mod:`pitools.notebook.tune_app` (plotly and ipywidgets
     are imported only when asked for)."""
     if name in ("make_figure", "apply", "TuneApp"):
-        from . import tune_app
+        from pitools.notebook import tune_app
 
         return getattr(tune_app, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

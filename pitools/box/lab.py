@@ -52,11 +52,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from .config import Profile, project_root
-from .data.atomic import fsync_dir, write_text_atomic
-from .errors import ConfigError, check_int
-from .kernels import cache_dir
-from .kernelspec import ensure_kernel
+from pitools.config import Profile, project_root
+from pitools.data.atomic import fsync_dir, write_text_atomic
+from pitools.errors import ConfigError, check_int
+from pitools.kernels import cache_dir
+from pitools.box.kernelspec import ensure_kernel
 
 __all__ = ["LabConfig", "lab_config", "run_lab", "lan_addresses", "MIN_TOKEN_CHARS", "LAB_SETTING_DEFAULTS"]
 
@@ -266,8 +266,8 @@ def lab_config(profile: Profile, ip: str = "127.0.0.1", port: int = 8888,
         # the password is the file's; a login page must not replace it or write ~/.jupyter
         "PasswordIdentityProvider": {"hashed_password": hashed, "password_required": bool(hashed),
                                      "allow_password_change": False},
-        # /pitools/reports/: outputs/ behind the login, charts included (pitools/lab_reports.py)
-        "ServerApp": {"jpserver_extensions": {"pitools.lab_reports": True}},
+        # /pitools/box/reports/: outputs/ behind the login, charts included (pitools/box/lab_reports.py)
+        "ServerApp": {"jpserver_extensions": {"pitools.box.lab_reports": True}},
     })
     jupyter_config = lab_dir / "jupyter-config"
     _write_private_json(jupyter_config / "labconfig" / "default_setting_overrides.json", LAB_SETTING_DEFAULTS)
@@ -334,7 +334,7 @@ def run_lab(config: LabConfig, *, show_token: bool | None = None, replace_proces
           f"(root {config.root_dir})")
     for url in config.urls:
         print(f"  open {url if show_token or '?token=' not in url else url.split('?')[0] + '?token=<token>'}")
-    print(f"  nightly reports: {config.urls[0].split('/lab')[0]}/pitools/reports/")
+    print(f"  nightly reports: {config.urls[0].split('/lab')[0]}/pitools/box/reports/")
     if config.token_file is not None:
         print(f"  token file: {config.token_file}  (`cat` it; delete it for a new token)")
     if config.password_file is not None:

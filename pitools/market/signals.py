@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import strategies as _strategies
-from .backtest import backtest
-from .evolution_log import LOG_NAME, read_evaluations
+from pitools.engine import strategies as _strategies
+from pitools.engine.backtest import backtest
+from pitools.search.evolution_log import LOG_NAME, read_evaluations
 
 __all__ = ["best_params", "fresh_symbols", "next_session", "next_session_signals", "write_next_session_signals"]
 
@@ -46,7 +46,7 @@ def best_params(data_dir: str | Path, strategy: str, night=None) -> tuple[dict, 
 
 def next_session(last_date) -> pd.Timestamp:
     """The first NYSE session after `last_date`."""
-    from .data.calendar import sessions
+    from pitools.data.calendar import sessions
 
     last = pd.Timestamp(last_date).normalize()
     return sessions(last + pd.Timedelta(days=1), last + pd.Timedelta(days=15))[0]
@@ -90,7 +90,7 @@ def write_next_session_signals(db, panel, strategies_=None, data_dir=None, run_i
                                **backtest_kwargs) -> pd.DataFrame:
     """Signals of `strategies_` (default: all eight) for `session` (default: the session after
     `night`, which defaults to the panel's last bar), written to `db` (a
-    :class:`pitools.db.TradesDB`); returns that session's rows. Only symbols with a bar on
+    :class:`pitools.market.db.TradesDB`); returns that session's rows. Only symbols with a bar on
     `night` get a row (:func:`fresh_symbols`); the rows of the session for these strategies
     are replaced, so a symbol gone stale loses its earlier row. `params` (strategy →
     parameters) are used as given; otherwise each strategy's :func:`best_params` from

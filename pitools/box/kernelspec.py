@@ -6,7 +6,7 @@ interpreter pitools is installed in. ``ensure_kernel`` writes a kernelspec whose
 the absolute path of this interpreter into this environment's ``share/jupyter/kernels``,
 where papermill and JupyterLab (started from this environment) find it.
 
->>> from pitools.kernelspec import ensure_kernel
+>>> from pitools.box.kernelspec import ensure_kernel
 >>> ensure_kernel()                   # doctest: +SKIP
 'pitools'
 """
@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from .data.atomic import write_text_atomic
+from pitools.data.atomic import write_text_atomic
 
 __all__ = ["KERNEL_NAME", "ensure_kernel", "kernel_dir"]
 

@@ -10,7 +10,7 @@ next bar sees the last `n` *valid* bars, and warm-up is counted in valid bars. F
 OHLC indicators a bar is valid when all of its inputs are finite.
 
 >>> import numpy as np
->>> from pitools.indicators import sma
+>>> from pitools.engine.indicators import sma
 >>> sma(np.array([1.0, 2.0, np.nan, 3.0, 4.0]), 2)
 array([nan, 1.5, nan, 2.5, 3.5])
 """
@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
-from .kernels import indicators as _k
+from pitools.errors import DataError
+from pitools.kernels import indicators as _k
 
 __all__ = ["Bollinger", "Donchian", "sma", "ema", "rsi", "atr", "bollinger", "donchian", "roc",
            "rolling_volatility"]

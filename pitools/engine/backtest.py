@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import strategies as _strategies
-from .data.panel import Panel
-from .errors import DataError, did_you_mean
-from .kernels.layout import (SESSIONS_PER_YEAR, STAT_FIELDS, T_ENTRY_BAR, T_ENTRY_PRICE, T_EXIT_BAR, T_EXIT_PRICE,
+from pitools.engine import strategies as _strategies
+from pitools.data.panel import Panel
+from pitools.errors import DataError, did_you_mean
+from pitools.kernels.layout import (SESSIONS_PER_YEAR, STAT_FIELDS, T_ENTRY_BAR, T_ENTRY_PRICE, T_EXIT_BAR, T_EXIT_PRICE,
                              T_OPEN_AT_END, T_PNL, T_RETURN, T_SIDE, T_SIZE)
 
 __all__ = ["backtest", "BacktestResult", "FILLS", "DIRECTIONS"]
@@ -84,7 +84,7 @@ def _stats(run: _Run, per_symbol: bool = True):
     ``per_symbol=False`` skips the running metrics of each symbol where the kernel allows
     it; `stats` is then a [1, 1] array holding the total number of closed trades.
     """
-    from .kernels.driver import run_builtin_nb, run_symbols_nb, run_targets_nb
+    from pitools.kernels.driver import run_builtin_nb, run_symbols_nb, run_targets_nb
 
     p = run.panel
     if run.strategy.portfolio_level:
@@ -98,7 +98,7 @@ def _stats(run: _Run, per_symbol: bool = True):
 
 def _curves(run: _Run):
     """Equity (bars × symbols), each symbol's trades and next position, from the same kernels."""
-    from .kernels.simulation import simulate_curves_nb
+    from pitools.kernels.simulation import simulate_curves_nb
 
     p = run.panel
     curves = np.full((p.n_bars, p.n_symbols), np.nan)
@@ -156,7 +156,7 @@ class BacktestResult:
     @functools.cached_property
     def portfolio(self) -> pd.Series:
         """Metrics of the equal-weight portfolio of the symbols (daily rebalanced)."""
-        from .kernels.metrics import METRIC_NAMES, equity_metrics_nb
+        from pitools.kernels.metrics import METRIC_NAMES, equity_metrics_nb
 
         active = self._ret_count > 0
         r = np.where(active, self.portfolio_returns, 0.0)
@@ -216,7 +216,7 @@ def backtest(strategy: str, panel: Panel, params: Mapping | None = None, *, fill
     Parameters
     ----------
     strategy : str
-        A name of :func:`pitools.strategies.names`.
+        A name of :func:`pitools.engine.strategies.names`.
     panel : Panel
         From :func:`pitools.load_panel` with open, high, low and close.
     params : dict, optional

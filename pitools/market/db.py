@@ -30,13 +30,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import DatabaseError, DatabaseLocked, DatabaseUnavailable
+from pitools.errors import DatabaseError, DatabaseLocked, DatabaseUnavailable
 
 __all__ = ["open_trades_db", "migrate", "schema_version", "TradesDB", "DatabaseError", "DatabaseUnavailable",
            "DatabaseLocked", "LATEST_VERSION", "MIGRATIONS"]
 
 # A reader waits this long for another writer's commit, not forever. Read at every connect,
-# so a test (or a caller in a hurry) may lower it: `pitools.db.BUSY_TIMEOUT_S = 1.0`.
+# so a test (or a caller in a hurry) may lower it: `pitools.market.db.BUSY_TIMEOUT_S = 1.0`.
 BUSY_TIMEOUT_S = 30.0
 _HEADER = b"SQLite format 3\x00"
 SIDES = ("long", "short", "flat")
@@ -292,6 +292,11 @@ class TradesDB:
                                     (night, started_at, profile))
         return int(cur.lastrowid)
 
+    def run_status(self, run_id: int) -> str | None:
+        """The status recorded for run `run_id` ('running', 'ok', 'failed'); None if no such run."""
+        row = self.conn.execute("SELECT status FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+        return None if row is None else row[0]
+
     def finish_run(self, run_id: int, status: str, duration_s: float | None = None,
                    peak_pss_bytes: int | None = None, details: Mapping | None = None) -> None:
         if status not in ("ok", "failed"):
@@ -376,8 +381,8 @@ class TradesDB:
 def _params_json(strategy: str, params) -> str:
     """A parameter set as trades.db stores it: integers as integers (``"fast": 25``, not 25.0),
     reals exactly as they were run (not rounded: a stored set backtests to the same result;
-    reports round them for reading, :func:`pitools.strategies.format_params`)."""
-    from .strategies import typed_params
+    reports round them for reading, :func:`pitools.engine.strategies.format_params`)."""
+    from pitools.engine.strategies import typed_params
 
     return json.dumps(typed_params(strategy, params), sort_keys=True)
 

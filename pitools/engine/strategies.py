@@ -8,9 +8,9 @@
 Param(kind='int', low=2, high=100, default=10)
 
 The signal kernels live in :mod:`pitools.kernels.signals` (numba); this module only holds
-the small, validated description the optimizer and :func:`pitools.backtest` use. Every
+the small, validated description the optimizer and :func:`pitools.engine.backtest` use. Every
 strategy can also be gated by the market regime (the ``regime_filter`` argument of
-:func:`pitools.backtest`), so it is not a parameter here.
+:func:`pitools.engine.backtest`), so it is not a parameter here.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from .errors import DataError, did_you_mean
+from pitools.errors import DataError, did_you_mean
 
 __all__ = ["Param", "Strategy", "register", "get", "names", "REGISTRY", "typed_params", "format_value",
            "format_params"]
@@ -63,7 +63,7 @@ class Strategy:
     fields: tuple[str, ...] = ("open", "high", "low", "close")
     # parameters that count symbols of the universe (xs_momentum's top_k): above the number of
     # symbols they mean nothing (no bar ever has top_k returns to rank), so evolve searches them
-    # up to the universe's size (pitools.evolve.SearchConfig.space)
+    # up to the universe's size (pitools.search.evolve.SearchConfig.space)
     counts_symbols: tuple[str, ...] = ()
 
     @property
@@ -104,21 +104,21 @@ class Strategy:
     def kernel_nb(self):
         """The numba signal kernel, writing into buffers (imported on first use: numba is not
         loaded by ``import pitools``)."""
-        from .kernels import signals
+        from pitools.kernels import signals
 
         return getattr(signals, self.kernel)
 
     @property
     def builtin_id(self) -> int | None:
         """The number of a built-in signal kernel (cached by numba once for all), else None."""
-        from .kernels.driver import BUILTIN_KERNELS
+        from pitools.kernels.driver import BUILTIN_KERNELS
 
         return BUILTIN_KERNELS.index(self.kernel) if self.kernel in BUILTIN_KERNELS else None
 
     def signal_kernel(self):
         """``f(open, high, low, close, params) -> (target, trail)`` with fresh arrays
         (portfolio-level strategies: their kernel, ``f(close_2d, params) -> targets``)."""
-        from .kernels import driver, signals
+        from pitools.kernels import driver, signals
 
         if self.portfolio_level:
             return self.kernel_nb()

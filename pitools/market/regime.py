@@ -114,9 +114,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data.atomic import write_text_atomic
-from .errors import DataError, check_int, did_you_mean
-from .kernels.layout import SESSIONS_PER_YEAR
+from pitools.data.atomic import write_text_atomic
+from pitools.errors import DataError, check_int, did_you_mean
+from pitools.kernels.layout import SESSIONS_PER_YEAR
 
 __all__ = ["RegimeModel", "train", "load", "features", "name_regimes", "FEATURES", "TABLE_COLUMNS",
            "BEAR_DRAWDOWN", "MIN_TRANSITION", "UNKNOWN", "MIN_TRAIN_SESSIONS", "FORMAT", "FORMAT_VERSION"]
@@ -129,7 +129,7 @@ MIN_TRANSITION = 1e-8  # floor of every transition probability: no regime become
 UNKNOWN = -1  # code of a date the model cannot label (before the features are defined)
 MIN_TRAIN_SESSIONS = 250  # about one year of sessions with defined features
 MAX_REGIMES = 12
-FORMAT = "pitools.regime"
+FORMAT = "pitools.market.regime"
 FORMAT_VERSION = 2  # 2: hidden Markov model (1 was a Gaussian mixture with a persistence rule)
 _ANNUAL = math.sqrt(SESSIONS_PER_YEAR)
 
@@ -520,10 +520,7 @@ class RegimeModel:
 
     def to_dict(self) -> dict:
         """Everything :func:`load` needs, as plain JSON types."""
-        try:
-            from . import __version__ as pitools_version
-        except ImportError:  # pragma: no cover - only while pitools/__init__ is half-imported
-            pitools_version = None
+        from pitools.version import __version__ as pitools_version
         table = {c: [None if not np.isfinite(v) else float(v) for v in self.table[c]] for c in TABLE_COLUMNS}
         return {
             "format": FORMAT, "version": FORMAT_VERSION, "pitools_version": pitools_version,

@@ -34,10 +34,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import PROFILES_FILE, Profile, load_profile, project_root
-from .data.atomic import write_text_atomic
-from .errors import ConfigError, ServiceError, SystemctlError, check_int, did_you_mean
-from .kernels import cache_dir
+from pitools.config import PROFILES_FILE, Profile, load_profile, project_root
+from pitools.data.atomic import write_text_atomic
+from pitools.errors import ConfigError, ServiceError, SystemctlError, check_int, did_you_mean
+from pitools.kernels import cache_dir
 
 __all__ = ["UNIT_NAMES", "ServiceError", "SystemctlError", "render_units", "install_services",
            "unit_dir"]
@@ -46,7 +46,7 @@ UNIT_NAMES = ("pitools-nightly.service", "pitools-nightly-failed.service", "pito
               "pitools-lab.service")
 TIMER = "pitools-nightly.timer"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
-TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "scheduled"
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "scheduled"
 _FIELD = re.compile(r"@([A-Z_]+)@")
 _PLAIN_ARG = re.compile(r"[\w@%$+=:,./-]+")
 _BAD_CHARS = re.compile(r'[\x00-\x1f\x7f"\\]')

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError, did_you_mean
-from .memory import pool_pss_bytes
-from .progress import reporter
+from pitools.errors import ConfigError, did_you_mean
+from pitools.memory import pool_pss_bytes
+from pitools.progress import reporter
 
 __all__ = ["fitness_map", "FitnessResult", "BACKENDS"]
 

@@ -18,7 +18,7 @@ import html
 
 import pandas as pd
 
-from .errors import DataError, check_int
+from pitools.errors import DataError, check_int
 
 __all__ = ["Table", "table", "shows_index"]
 
