@@ -314,7 +314,7 @@ def test_param_heatmap_panels_and_axes():
 def test_portfolio_equity_and_equity_chart():
     dates = pd.bdate_range("2026-01-05", periods=4)
     eq = charts.portfolio_equity([np.nan, 0.1, np.nan, -0.5], dates)
-    assert math.isnan(eq.iloc[0]) and eq.iloc[1:].round(6).tolist() == [1.1, 1.1, 0.55]
+    assert eq.iloc[0] == 1.0 and eq.iloc[1:].round(6).tolist() == [1.1, 1.1, 0.55]
     assert charts.portfolio_equity([np.nan, np.nan], dates[:2]).isna().all()
     fig = charts.equity_chart({"x": eq, "y": eq * 2}, oos_start=dates[2])
     assert [t.name for t in fig.data] == ["x", "y"]

@@ -1,4 +1,4 @@
-"""The tune notebook's logic (pitools.notebook.tune) and widgets (pitools.notebook.tune_app), driven without a
+"""The tune notebook's logic (pitools.notebook.tune.session) and widgets (pitools.notebook.tune.app), driven without a
 browser on a tiny demo store; the notebook itself through papermill."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pitools.config import load_profile, project_root
 from pitools.errors import ConfigError, DataError
 from pitools.search.evolve import SearchConfig, load_search_config
 from pitools.notebook.tune import FigureData, TuneApp, TuneSession, apply, make_figure, read_parameter_sets
-from pitools.notebook.tune_app import TRACES
+from pitools.notebook.tune import TRACES
 
 ROOT = Path(__file__).resolve().parents[1]
 END = "2026-11-20"

@@ -23,7 +23,7 @@ from pitools.errors import DataError, did_you_mean
 from pitools.kernels.layout import (SESSIONS_PER_YEAR, STAT_FIELDS, T_ENTRY_BAR, T_ENTRY_PRICE, T_EXIT_BAR, T_EXIT_PRICE,
                              T_OPEN_AT_END, T_PNL, T_RETURN, T_SIDE, T_SIZE)
 
-__all__ = ["backtest", "BacktestResult", "FILLS", "DIRECTIONS"]
+__all__ = ["backtest", "BacktestResult", "equal_weight_equity", "FILLS", "DIRECTIONS"]
 
 FILLS = ("next_open", "close")
 DIRECTIONS = ("long_only", "long_short")
@@ -154,19 +154,20 @@ class BacktestResult:
         return np.where(active, self._ret_sum / np.maximum(self._ret_count, 1), np.nan)
 
     @functools.cached_property
+    def portfolio_equity(self) -> np.ndarray:
+        """Equity of the equal-weight portfolio (float64, one per bar), starting at `cash`:
+        :func:`equal_weight_equity` of :attr:`portfolio_returns`."""
+        return equal_weight_equity(self.portfolio_returns, self._run.cash)
+
+    @functools.cached_property
     def portfolio(self) -> pd.Series:
         """Metrics of the equal-weight portfolio of the symbols (daily rebalanced)."""
         from pitools.kernels.metrics import METRIC_NAMES, equity_metrics_nb
 
         active = self._ret_count > 0
-        r = np.where(active, self.portfolio_returns, 0.0)
-        started = np.flatnonzero(active)
-        equity = np.full(len(r), np.nan)
-        if started.size:
-            first = max(started[0] - 1, 0)
-            equity[first:] = self._run.cash * np.cumprod(1.0 + r[first:])
+        equity = self.portfolio_equity
         m = equity_metrics_nb(equity, active.astype(np.uint8), SESSIONS_PER_YEAR)
-        final = equity[np.isfinite(equity)][-1] if started.size else np.nan
+        final = equity[np.isfinite(equity)][-1] if active.any() else np.nan
         # one Series from complete values: growing one by one costs pandas ~0.4 ms a key
         return pd.Series(np.append(m, (self._n_trades, final)), index=METRIC_NAMES + ("n_trades", "final_equity"))
 
@@ -204,6 +205,41 @@ class BacktestResult:
         return (f"<BacktestResult {self.strategy} {self.params} on {len(self.stats)} symbols: "
                 f"portfolio sharpe {p['sharpe']:.2f}, total return {p['total_return']:+.1%}, "
                 f"{p['n_trades']} trades>")
+
+
+def equal_weight_equity(returns, cash: float = 1.0) -> np.ndarray:
+    """Compound the equal-weight portfolio's daily returns into equity: the one definition
+    (``res.portfolio``, the tune figure and :func:`pitools.notebook.charts.portfolio_equity`).
+
+    Parameters
+    ----------
+    returns : array-like of float
+        Daily returns, one per bar (``res.portfolio_returns``): NaN where no symbol has
+        started; a later NaN counts as a return of 0.
+    cash : float
+        Equity at the start.
+
+    Returns
+    -------
+    numpy.ndarray
+        NaN before the bar preceding the first defined return; `cash` at that bar (the
+        equity the first return applies to); then ``cash * cumprod(1 + r)``. When the first
+        bar already has a return, the curve starts at ``cash * (1 + r[0])``. All NaN when no
+        return is defined.
+
+    Example
+    -------
+    >>> equal_weight_equity([np.nan, np.nan, 0.1, np.nan, -0.5], 100.0).round(6).tolist()
+    [nan, 100.0, 110.0, 110.0, 55.0]
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    active = np.isfinite(r)
+    out = np.full(r.shape, np.nan)
+    started = np.flatnonzero(active)
+    if started.size:
+        first = max(started[0] - 1, 0)
+        out[first:] = cash * np.cumprod(1.0 + np.where(active, r, 0.0)[first:])
+    return out
 
 
 def backtest(strategy: str, panel: Panel, params: Mapping | None = None, *, fill: str = "next_open",

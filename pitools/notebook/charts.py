@@ -281,7 +281,8 @@ def param_heatmap(evals: pd.DataFrame, strategies: Sequence[str] | None = None, 
 # ---------------------------------------------------------------- equity
 
 def portfolio_equity(returns, dates) -> pd.Series:
-    """Equity of 1 invested at the first defined daily return, compounded.
+    """Equity of 1 invested in the equal-weight portfolio, compounded as ``res.portfolio``
+    does (:func:`pitools.engine.backtest.equal_weight_equity`).
 
     Parameters
     ----------
@@ -293,20 +294,17 @@ def portfolio_equity(returns, dates) -> pd.Series:
     Returns
     -------
     pandas.Series
-        NaN before the first return, then ``cumprod(1 + r)`` (a later NaN counts as 0).
+        NaN before the bar preceding the first return, 1.0 at that bar, then
+        ``cumprod(1 + r)`` (a later NaN counts as 0).
 
     Example
     -------
     >>> portfolio_equity([np.nan, 0.1, 0.0], pd.date_range("2026-01-05", periods=3)).tolist()
-    [nan, 1.1, 1.1]
+    [1.0, 1.1, 1.1]
     """
-    r = np.asarray(returns, dtype=float)
-    out = np.full(r.shape, np.nan)
-    started = np.flatnonzero(np.isfinite(r))
-    if started.size:
-        s = started[0]
-        out[s:] = np.cumprod(1.0 + np.nan_to_num(r[s:], nan=0.0))
-    return pd.Series(out, index=pd.DatetimeIndex(dates), name="equity")
+    from pitools.engine.backtest import equal_weight_equity
+
+    return pd.Series(equal_weight_equity(returns, 1.0), index=pd.DatetimeIndex(dates), name="equity")
 
 
 def equity_chart(curves: pd.DataFrame | Mapping[str, pd.Series], oos_start=None,

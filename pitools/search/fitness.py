@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from pitools.errors import ConfigError, did_you_mean
-from pitools.memory import pool_pss_bytes
+from pitools.memory import PeakSampler
 from pitools.progress import reporter
 
 __all__ = ["fitness_map", "FitnessResult", "BACKENDS"]
@@ -153,35 +153,6 @@ def _worker_init() -> None:
 def _worker_chunk(task: tuple[int, list]):
     """Pool task: one chunk, with the job inherited at fork time (never pickled)."""
     return _run_chunk(_JOB, *task)
-
-
-class _PeakPss(threading.Thread):
-    """Samples the PSS summed over this process and ``pids`` every 0.2 s, keeps the peak. A
-    read walks the page tables (~4 ms a process of 250 MB here, more on a Pi) and the workers
-    need every core: the period grows so that sampling takes at most 5 % of one."""
-
-    def __init__(self, pids: list[int]):
-        super().__init__(name="pitools-pss", daemon=True)
-        self.pids, self.peak, self.taken, self._halt = pids, 0, 0, threading.Event()
-
-    def sample(self) -> float:
-        t0 = time.perf_counter()
-        self.peak = max(self.peak, pool_pss_bytes([os.getpid(), *self.pids]))
-        return time.perf_counter() - t0
-
-    def run(self) -> None:
-        period = 0.05  # the first soon: a short map's workers are still measured while they work
-        while not self._halt.wait(period):
-            period = max(0.2, 20 * self.sample())
-            self.taken += 1
-
-    def stop(self) -> int:
-        self._halt.set()
-        if self.is_alive():
-            self.join()
-        if not self.peak:  # a map shorter than one period
-            self.sample()
-        return self.peak
 
 
 @contextlib.contextmanager
@@ -371,7 +342,7 @@ def fitness_map(fn, candidates, context, n_workers=None, backend="process", *, c
     cands = _check(fn, candidates, n_workers, backend, chunksize, sleep_between_evals, scheduler)
     t0, job = time.perf_counter(), (fn, context, float(sleep_between_evals))
     out = FitnessResult(len(cands), backend, reporter(desc, unit="eval") if progress and cands else None)
-    sampler = _PeakPss([])
+    sampler = PeakSampler([])  # PSS of this process + the workers (pids filled in once forked)
     workers = n_workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     if backend == "process" and (workers == 1 or len(cands) <= 1):
         backend = "serial"  # nothing to run in parallel: no pool to fork

@@ -25,6 +25,7 @@ import numpy as np
 
 from pitools.errors import ConfigError
 from pitools.kernels.layout import SESSIONS_PER_YEAR as _YEAR
+from pitools.kernels.metrics import MAX_DRAWDOWN, SHARPE, TOTAL_RETURN, equity_metrics_nb
 
 __all__ = ["Scoring", "walk_forward_windows", "return_metrics", "score_candidate", "deflated_sharpe"]
 
@@ -67,20 +68,23 @@ def walk_forward_windows(n_bars: int, scoring: Scoring) -> list[tuple[slice, sli
 
 def return_metrics(r: np.ndarray) -> dict:
     """Sharpe (annualised, risk-free 0; 0 for a never-invested account), total return, max
-    drawdown and days of daily returns `r` (NaN = not started, skipped)."""
+    drawdown and days of daily returns `r` (NaN = not started, skipped).
+
+    Sharpe, total return and max drawdown are the metric kernels' definitions
+    (:mod:`pitools.kernels.metrics`) on the equity ``cumprod(1 + r)`` started at 1.0 (so a
+    first loss counts as a drawdown), except that a flat account (every return 0, which the
+    kernel leaves NaN) has Sharpe 0, so it ranks below any edge instead of failing.
+    """
     r = r[np.isfinite(r)]
     n = len(r)
     if n < 2:
         return {"sharpe": math.nan, "total_return": math.nan, "max_drawdown": math.nan, "days": n}
-    sd = r.std(ddof=1)
-    equity = np.cumprod(1.0 + r)
-    peak = np.maximum.accumulate(np.concatenate(([1.0], equity)))[1:]
-    # a flat account (every return 0: never invested) has Sharpe 0, so it ranks below any edge
-    # instead of failing; a constant non-zero return has no defined Sharpe
-    sharpe = r.mean() / sd * math.sqrt(_YEAR) if sd > 0 else (0.0 if not r.any() else math.nan)
+    equity = np.concatenate(([1.0], np.cumprod(1.0 + r)))
+    m = equity_metrics_nb(equity, np.zeros(n + 1, dtype=np.uint8), float(_YEAR))
+    sharpe = m[SHARPE] if np.isfinite(m[SHARPE]) or r.any() else 0.0
     return {"sharpe": float(sharpe),
-            "total_return": float(equity[-1] - 1.0),
-            "max_drawdown": float(np.max(1.0 - equity / peak)),
+            "total_return": float(m[TOTAL_RETURN]),
+            "max_drawdown": float(m[MAX_DRAWDOWN]),
             "days": n}
 
 

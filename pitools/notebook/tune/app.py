@@ -1,12 +1,13 @@
-"""The tune notebook's figure and widgets over a :class:`pitools.notebook.tune.TuneSession`.
+"""The tune notebook's figure and widgets over a :class:`pitools.notebook.tune.session.TuneSession`.
 
 :func:`make_figure` builds one plotly ``FigureWidget`` (three rows: the focus symbol's
 price with entries and exits, the portfolio's equity against buy & hold, its drawdown);
-:func:`apply` writes a :class:`~pitools.notebook.tune.TuneResult` into it in place. :class:`TuneApp`
+:func:`apply` writes a :class:`~pitools.notebook.tune.session.TuneResult` into it in place. :class:`TuneApp`
 lays out the ipywidgets (strategy, symbols, date range, one slider per parameter, load
 and save buttons, a message line, the figure, the stats table) and sends every change
 through :meth:`TuneSession.update`: bad input becomes a red message and the figure keeps
-the last good data. Also importable from :mod:`pitools.notebook.tune`.
+the last good data. Also importable from :mod:`pitools.notebook.tune`. Imports the session
+module, never the reverse; plotly and ipywidgets are imported only when a figure or app is built.
 
 >>> app = TuneApp(TuneSession(store, profile="demo")); app     # doctest: +SKIP
 >>> app.sliders["slow"].value = 80                               # redraws in place  # doctest: +SKIP
@@ -22,7 +23,7 @@ import pandas as pd
 
 from pitools.engine import strategies as _strategies
 from pitools.errors import PitoolsError
-from pitools.notebook.tune import FigureData, TuneResult, TuneSession
+from pitools.notebook.tune.session import FigureData, TuneResult, TuneSession
 
 __all__ = ["make_figure", "apply", "TuneApp", "TRACES"]
 

@@ -1,4 +1,5 @@
-"""Tune a strategy by hand: the logic behind ``notebooks/tune.ipynb``, testable without a browser.
+"""Tune a strategy by hand, the computing side: the logic behind ``notebooks/tune.ipynb``,
+testable without a browser (the figure and widgets are in :mod:`pitools.notebook.tune.app`).
 
 A :class:`TuneSession` holds one loaded panel (the profile's universe, loaded once), a
 strategy and its current parameters. :meth:`TuneSession.update` takes what the widgets
@@ -6,9 +7,9 @@ say (parameters, symbols, date range), checks it, re-runs :func:`pitools.engine.
 selection (sliced from the panel in memory, never reloaded) with the research's fills and
 fees, and returns a :class:`TuneResult` holding the figure data and a stats table. Bad
 input never raises: the result carries ``.error`` (naming the parameter, the value and
-what is allowed) and the last good figure data. :func:`make_figure` / :func:`apply` draw
-the data into one plotly ``FigureWidget`` updated in place; :class:`TuneApp` wires it all
-to ipywidgets.
+what is allowed) and the last good figure data. :func:`~pitools.notebook.tune.app.make_figure`
+/ :func:`~pitools.notebook.tune.app.apply` draw the data into one plotly ``FigureWidget``
+updated in place; :class:`~pitools.notebook.tune.app.TuneApp` wires it all to ipywidgets.
 
 >>> s = TuneSession(pt.load_panel(store), "sma_cross")          # doctest: +SKIP
 >>> r = s.update({"fast": 20, "slow": 80}); r.error, round(r.elapsed_ms)   # doctest: +SKIP
@@ -36,8 +37,7 @@ from pitools.data.atomic import write_text_atomic
 from pitools.data.panel import Panel
 from pitools.errors import ConfigError, DataError, PitoolsError, did_you_mean
 
-__all__ = ["TuneSession", "TuneResult", "FigureData", "SliderSpec", "make_figure", "apply", "TuneApp",
-           "read_parameter_sets", "NAME_PATTERN"]
+__all__ = ["TuneSession", "TuneResult", "FigureData", "SliderSpec", "read_parameter_sets", "NAME_PATTERN"]
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FIELDS = ("open", "high", "low", "close")
@@ -449,7 +449,7 @@ class TuneSession:
             one = Panel(sub.dates, [focus], {f: sub.field(f)[:, j:j + 1] for f in sub.fields})
             trades = backtest(spec.name, one, params, **self.backtest_kwargs).trades
         cash = float(self.backtest_kwargs.get("cash", 10_000.0))
-        equity = _portfolio_equity(res, cash)
+        equity = res.portfolio_equity  # as res.portfolio compounds it (pitools.engine.backtest)
         bh = _buy_and_hold(sub.close, cash)
         peak = np.fmax.accumulate(equity)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -458,18 +458,6 @@ class TuneSession:
         title = (f"{spec.name} ({shown}): {focus} with trades · equal-weight portfolio of {sub.n_symbols} "
                  f"symbol{'s' * (sub.n_symbols != 1)} vs buy & hold · drawdown")
         return FigureData(title, focus, sub.dates, self._sub_x, sub.close[:, j].astype(np.float64), trades, equity, bh, drawdown)
-
-
-def _portfolio_equity(res, cash: float) -> np.ndarray:
-    """The equal-weight portfolio's equity, as ``res.portfolio`` compounds it."""
-    r = res.portfolio_returns
-    active = np.isfinite(r)
-    out = np.full(len(r), np.nan)
-    started = np.flatnonzero(active)
-    if started.size:
-        first = max(started[0] - 1, 0)
-        out[first:] = cash * np.cumprod(1.0 + np.where(active, r, 0.0)[first:])
-    return out
 
 
 def _buy_and_hold(close: np.ndarray, cash: float) -> np.ndarray:
@@ -490,12 +478,3 @@ def _buy_and_hold(close: np.ndarray, cash: float) -> np.ndarray:
     out[: valid.any(axis=1).argmax()] = np.nan
     return out
 
-
-def __getattr__(name):
-    """The figure and the widgets live in :mod:`pitools.notebook.tune_app` (plotly and ipywidgets
-    are imported only when asked for)."""
-    if name in ("make_figure", "apply", "TuneApp"):
-        from pitools.notebook import tune_app
-
-        return getattr(tune_app, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
