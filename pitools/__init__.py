@@ -6,7 +6,7 @@
 """
 
 from pitools.market import regime
-from pitools.engine import indicators, strategies
+from pitools.engine import strategies
 from pitools.engine.backtest import BacktestResult, backtest
 from pitools.market.db import open_trades_db
 from pitools.data import Panel, Store, estimate_panel, load_panel, load_series, make_demo_store
@@ -18,5 +18,5 @@ from pitools.version import __version__
 __all__ = [
     "BacktestResult", "ConfigError", "DataError", "FitnessResult", "IngestError", "MemoryBudgetError", "Panel",
     "PitoolsError", "Store", "StoreError", "backtest", "estimate_panel", "fitness_map", "load_panel", "load_series",
-    "indicators", "make_demo_store", "open_trades_db", "regime", "strategies",
+    "make_demo_store", "open_trades_db", "regime", "strategies",
 ]

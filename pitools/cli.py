@@ -225,6 +225,7 @@ def _numba_cache() -> None:
 
 
 def _cmd_evolve(args) -> int:
+    _numba_cache()  # before the search modules: their scoring imports the metric kernels
     from pitools.search.evolve import evolve
 
     profile = _profile(args)

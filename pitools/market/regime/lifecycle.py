@@ -54,10 +54,12 @@ def refit_reason(model, vix: pd.Series, spx: pd.Series, refit_every_days: int = 
     from grew by :data:`GROWTH_REFIT` or more (a backfilled history), or when it was trained
     on sessions after the data's last one (an earlier night re-run: no lookahead).
     """
-    from pitools.market.regime import features as _f, model as _m, persist as _p
+    from pitools.market.regime.features import features
+    from pitools.market.regime.model import train
+    from pitools.market.regime.persist import load
 
     days = _days_arg(refit_every_days)
-    f = _f.features(vix, spx, window=model.window, high_window=model.high_window).dropna()
+    f = features(vix, spx, window=model.window, high_window=model.high_window).dropna()
     if f.empty:
         raise DataError("no session of ^VIX/^GSPC has defined regime features; the store's index history is too short")
     last, trained_end = f.index[-1], pd.Timestamp(model.trained_on["end"])
@@ -101,7 +103,9 @@ def fit_or_update(path, vix: pd.Series, spx: pd.Series, refit_every_days: int = 
     -------
     >>> model, why = fit_or_update("data/regime/model.json", vix, spx)     # doctest: +SKIP
     """
-    from pitools.market.regime import features as _f, model as _m, persist as _p
+    from pitools.market.regime.features import features
+    from pitools.market.regime.model import train
+    from pitools.market.regime.persist import load
 
     days = _days_arg(refit_every_days)
     path = Path(path)
@@ -110,7 +114,7 @@ def fit_or_update(path, vix: pd.Series, spx: pd.Series, refit_every_days: int = 
         reason = f"there is no model at {str(path)!r}"
     else:
         try:
-            model = _p.load(path)
+            model = load(path)
         except (PitoolsError, ValueError, OSError) as exc:
             reason = f"the model at {str(path)!r} cannot be loaded ({type(exc).__name__}: {exc})"
         else:
@@ -118,7 +122,7 @@ def fit_or_update(path, vix: pd.Series, spx: pd.Series, refit_every_days: int = 
             if reason is None:
                 t = model.trained_on
                 return model, f"loaded the model trained on {t['start']}..{t['end']} ({t['n_sessions']} sessions)"
-    model = _m.train(vix, spx)
+    model = train(vix, spx)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     t = model.trained_on
