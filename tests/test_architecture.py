@@ -5,6 +5,8 @@ functions included, so nothing has to be imported to be checked."""
 from __future__ import annotations
 
 import ast
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,48 @@ def test_no_module_reads_proc_by_hand():
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("/proc"):
                 hits.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}: {node.value!r}")
     assert not hits, "read it through psutil (pitools.memory):\n" + "\n".join(hits)
+
+
+# A statement keyword and what follows it in SQL; uppercase only (the house style), so prose such
+# as "select the universe" or "update the model" is not taken for SQL.
+SQL = re.compile(r"\b(SELECT\s+(DISTINCT\s+)?[\w*(]|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
+                 r"CREATE\s+(TABLE|INDEX|UNIQUE|VIEW)|ALTER\s+TABLE|DROP\s+(TABLE|INDEX)|PRAGMA\s+\w+)")
+DATABASE_MODULE = "pitools.market.db"
+NOTEBOOKS = PACKAGE.parent / "notebooks"
+
+
+def sql_in_source(source: str, where: str) -> list[str]:
+    """Every string constant (f-strings' literal parts too) of `source` that holds a SQL statement."""
+    hits = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.search(node.value):
+            hits.append(f"{where}:{node.lineno}: {node.value.strip()[:70]!r}")
+    return hits
+
+
+def notebook_code(path: Path) -> str:
+    cells = json.loads(path.read_text())["cells"]
+    # IPython magics and shell lines are not Python: blank them, keep the line numbers
+    return "\n".join("\n".join("" if ln.lstrip().startswith(("%", "!")) else ln
+                               for ln in "".join(c["source"]).splitlines())
+                     for c in cells if c["cell_type"] == "code")
+
+
+def test_no_sql_outside_the_database_module():
+    hits = []
+    for mod, path in module_names(PACKAGE).items():
+        if mod != DATABASE_MODULE:
+            hits += sql_in_source(path.read_text(), str(path.relative_to(PACKAGE.parent)))
+    for nb in sorted(NOTEBOOKS.glob("*.ipynb")):
+        hits += sql_in_source(notebook_code(nb), str(nb.relative_to(PACKAGE.parent)))
+    assert not hits, "SQL belongs in pitools/market/db.py, called by name:\n" + "\n".join(hits)
+
+
+def test_the_sql_checker_finds_sql_and_not_prose():
+    src = ('q = "SELECT MAX(night) FROM evaluations"\n'
+           'db.conn.execute(f"DELETE FROM {table} WHERE night = ?")\n'
+           'w = "INSERT OR REPLACE INTO regimes (session) VALUES (?)"\n'
+           'doc = "Select the universe, then update the model and insert a row into the report."\n')
+    assert sorted(h.split(":")[1] for h in sql_in_source(src, "x")) == ["1", "2", "3"]
+    assert sql_in_source(notebook_code(NOTEBOOKS / "05_report.ipynb"), "05") == []
+    assert len(sql_in_source((PACKAGE / "market" / "db.py").read_text(), "db")) >= 10  # where SQL lives, it is seen

@@ -21,10 +21,9 @@ from conftest import ROOT, run_cli
 from pitools.config import load_profile
 from pitools.data import atomic
 from pitools.errors import PitoolsError
-from pitools.search.evolution_log import append_evaluations, read_evaluations, torn_path
+from pitools.search.evolution_log import append_evaluations, read_evaluation_log, read_evaluations, torn_path
 from pitools.search.evolve import DataFolderNotWritable, EvolveError, evolve, load_search_config
 from pitools.locks import LockHeld, exclusive_lock, read_holder
-from pitools.box.research import read_evaluation_log
 from pitools.market.signals import best_params
 
 STRATEGY = "sma_cross"

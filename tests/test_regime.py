@@ -18,7 +18,7 @@ from scipy.stats import multivariate_normal
 
 import pitools as pt
 from pitools.market import regime
-from pitools.box import research
+from pitools.market.regime import lifecycle
 from pitools.errors import DataError
 
 # The sell-offs of 2014-2018 (issue 13): every session listed is in the stressed half of
@@ -141,7 +141,7 @@ def test_the_features_table_the_report_prints_is_the_raw_one(model, labels, raw_
     for column in ("weight", "vix", "ret", "drawdown", "median_spell"):
         np.testing.assert_allclose(desc[column].to_numpy(), table.loc[desc.index, column].to_numpy(),
                                    rtol=1e-9, atol=1e-12, err_msg=column)
-    shown = research.regime_table(model, labels)  # what 02_regime prints
+    shown = lifecycle.regime_table(model, labels)  # what 02_regime prints
     assert list(shown.index) == list(model.regimes)
     np.testing.assert_allclose(shown["VIX (level)"], table.loc[shown.index, "vix"], atol=0.05)
     np.testing.assert_allclose(shown["drawdown from high (%)"], 100 * table.loc[shown.index, "drawdown"], atol=0.05)

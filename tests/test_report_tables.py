@@ -18,7 +18,8 @@ import pytest
 
 import pitools as pt
 from pitools.notebook import charts
-from pitools.box import research
+from pitools.market import morning
+from pitools.box import reports
 from pitools.config import load_profile
 from pitools.errors import DataError
 from pitools.notebook.tables import table
@@ -94,13 +95,13 @@ def _signals(n_symbols=15):
 
 
 def test_worth_reading_is_a_positive_fitness_best_first():
-    assert research.worth_reading(_board()) == ["xs_momentum", "sma_cross", "macd", "rsi_reversion"]
-    assert research.worth_reading(_board().iloc[:0]) == []
+    assert morning.worth_reading(_board()) == ["xs_momentum", "sma_cross", "macd", "rsi_reversion"]
+    assert morning.worth_reading(_board().iloc[:0]) == []
 
 
 def test_positions_split_worth_reading_from_the_rest_and_drop_strength():
     signals = pd.DataFrame(_signals())
-    good, others = research.positions(signals, _board())
+    good, others = morning.positions(signals, _board())
     active = signals[signals["side"] != "flat"]
     assert len(good) + len(others) == len(active) and len(good) and len(others)
     assert list(good.columns) == ["strategy", "fitness", "symbol", "side", "regime"]  # no strength
@@ -113,7 +114,7 @@ def test_positions_split_worth_reading_from_the_rest_and_drop_strength():
         (r.strategy, r.symbol, r.side) for r in active.itertuples() if r.strategy in set(good["strategy"]))
     assert (good["side"] != "flat").all() and (others["side"] != "flat").all()
     # nothing evaluated tonight: every position is apart
-    good, others = research.positions(signals, _board().iloc[:0])
+    good, others = morning.positions(signals, _board().iloc[:0])
     assert good.empty and len(others) == len(active)
 
 
@@ -137,7 +138,7 @@ def test_the_running_notebook_shows_what_is_known_not_nan():
         {"name": "04_signals", "status": "ok", "duration_s": 4.0, "peak_pss_bytes": 200 * 2**20,
          "peak_rss_bytes": 150 * 2**20},
         {"name": "05_report", "status": "running", "started_at": started.isoformat()}]}
-    t = research.resources_table(record, now=started + pd.Timedelta(seconds=7.25), running_rss_bytes=180 * 2**20)
+    t = reports.resources_table(record, now=started + pd.Timedelta(seconds=7.25), running_rss_bytes=180 * 2**20)
     row = t.loc["05_report"]
     assert row["status"] == "running" and row["duration (s)"] == 7.2 and row["peak RSS (MB)"] == 180.0
     assert math.isnan(row["peak PSS (MB)"])  # measured by the runner when the notebook ends: a dash
@@ -145,11 +146,11 @@ def test_the_running_notebook_shows_what_is_known_not_nan():
     assert t.loc["total", "duration (s)"] == 11.2 and t.loc["total", "peak RSS (MB)"] == 180.0
     # a naive started_at is UTC; without one the duration is unknown
     naive = dict(record, notebooks=[{"name": "05_report", "status": "running", "started_at": "2026-11-20T22:40:00"}])
-    assert research.resources_table(naive, now=started + pd.Timedelta(seconds=2)).loc["05_report", "duration (s)"] == 2.0
+    assert reports.resources_table(naive, now=started + pd.Timedelta(seconds=2)).loc["05_report", "duration (s)"] == 2.0
     unknown = dict(record, notebooks=[{"name": "05_report", "status": "running"}])
-    assert math.isnan(research.resources_table(unknown).loc["05_report", "duration (s)"])
+    assert math.isnan(reports.resources_table(unknown).loc["05_report", "duration (s)"])
     # a finished notebook keeps what the runner wrote
-    assert research.resources_table(record).loc["04_signals", "duration (s)"] == 4.0
+    assert reports.resources_table(record).loc["04_signals", "duration (s)"] == 4.0
 
 
 # ---------------------------------------------------------------- 05_report on a real trades.db
@@ -197,7 +198,7 @@ def test_the_report_shows_every_position_of_the_strategies_worth_reading_and_the
     outs = cells["cell-10"]
     assert not [o for c in cells.values() for o in c if o["output_type"] == "error"]
     signals = pd.DataFrame(_signals())
-    good, others = research.positions(signals, _board())
+    good, others = morning.positions(signals, _board())
     assert len(signals) == 120 and len(good) + len(others) > 60  # more than pandas shows uncut
     text = "".join(_plain(o) for o in outs)
     assert f"signals for {SESSION}: {len(good) + len(others)} positions of 120 symbol×strategy rows" in text

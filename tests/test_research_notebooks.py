@@ -16,7 +16,9 @@ import pytest
 
 import pitools as pt
 from pitools.notebook import charts
-from pitools.box import research
+from pitools.market.regime import lifecycle
+from pitools.market import morning
+from pitools.box import reports
 from pitools.config import load_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,13 +150,13 @@ def test_notebooks_run_without_errors_and_offline(nights):
 def test_regime_notebook_writes_every_session_and_reuses_a_fresh_model(nights):
     regimes = nights["db1"]["regimes"]
     assert len(regimes) > 400
-    assert set(regimes["regime"]) <= set(pt.regime.load(research.regime_model_path(nights["prof"])).regimes)
+    assert set(regimes["regime"]) <= set(pt.regime.load(lifecycle.regime_model_path(nights["prof"])).regimes)
     assert regimes["run_id"].notna().all() and regimes["session"].max() == NIGHT1
     text1, text2 = _text(nights["02_regime", 1]), _text(nights["02_regime", 2])
     assert "fitted a new model" in text1 and "there is no model" in text1
     assert "loaded the model" in text2  # same data a night later: no refit
     assert f"regime on {NIGHT1}:" in text1
-    model = pt.regime.load(research.regime_model_path(nights["prof"]))
+    model = pt.regime.load(lifecycle.regime_model_path(nights["prof"]))
     fig = [o["data"][PLOTLY] for o in _outputs(nights["02_regime", 1]) if PLOTLY in o.get("data", {})][0]
     assert {s["fillcolor"] for s in fig["layout"]["shapes"]} <= set(charts.regime_colors(model.regimes).values())
 
@@ -342,34 +344,34 @@ def test_changes_since_and_signal_flips():
                            "params": [{"n": 3}, {"k": 1.5}, {"x": 1}]})
     now = pd.DataFrame({"strategy": ["a", "b", "new"], "fitness": [1.5, 2.0, 0.1],
                         "params": [{"n": 4}, {"k": 1.5}, {"y": 2}]})
-    ch = research.changes_since(before, now)
+    ch = morning.changes_since(before, now)
     assert ch.loc["a", "what changed"] == "n 3→4" and ch.loc["a", "Δ fitness"] == 0.5
     assert ch.loc["b", "what changed"] == "same params"
     assert ch.loc["new", "what changed"] == "new strategy"
     assert ch.loc["gone", "what changed"] == "not evaluated tonight"
     s_before = pd.DataFrame({"strategy": ["a", "a", "b"], "symbol": ["X", "Y", "X"], "side": ["long", "flat", "long"]})
     s_now = pd.DataFrame({"strategy": ["a", "a", "b"], "symbol": ["X", "Y", "Z"], "side": ["long", "long", "long"]})
-    flips = research.signal_flips(s_before, s_now)
+    flips = morning.signal_flips(s_before, s_now)
     assert flips.values.tolist() == [["a", "Y", "flat", "long"], ["b", "X", "long", "flat"],
                                      ["b", "Z", "flat", "long"]]
-    counts = research.signal_counts(s_now)
+    counts = morning.signal_counts(s_now)
     assert counts.loc["a"].tolist() == [2, 0, 0] and list(counts.columns) == ["long", "short", "flat"]
 
 
 def test_current_regime_and_resources(tmp_path):
-    now = research.current_regime(_labels())
+    now = lifecycle.current_regime(_labels())
     assert now == {"regime": "bear", "session": "2026-01-16", "since": "2026-01-16", "sessions": 1}
-    assert research.current_regime(_labels().iloc[:4]) == {
+    assert lifecycle.current_regime(_labels().iloc[:4]) == {
         "regime": "crisis", "session": "2026-01-08", "since": "2026-01-08", "sessions": 1}
-    assert research.current_regime(pd.Series([], dtype=object)) is None
-    assert research.read_run_record(None) is None and research.read_run_record(tmp_path) is None
+    assert lifecycle.current_regime(pd.Series([], dtype=object)) is None
+    assert reports.read_run_record(None) is None and reports.read_run_record(tmp_path) is None
     (tmp_path / "run.json").write_text("{torn")
-    assert research.read_run_record(tmp_path) is None
+    assert reports.read_run_record(tmp_path) is None
     record = {"status": "ok", "peak_pss_bytes": 3 * 2**20, "notebooks": [
         {"name": "01_data", "status": "ok", "duration_s": 1.25, "peak_pss_bytes": 2**20, "peak_rss_bytes": 2**21},
         {"name": "05_report", "status": "running"}]}
     (tmp_path / "run.json").write_text(json.dumps(record))
-    t = research.resources_table(research.read_run_record(tmp_path))
+    t = reports.resources_table(reports.read_run_record(tmp_path))
     assert t.index.tolist() == ["01_data", "05_report", "total"]
     assert t.loc["01_data", "peak RSS (MB)"] == 2.0 and math.isnan(t.loc["05_report", "duration (s)"])
     assert t.loc["total", "duration (s)"] == 1.2 or t.loc["total", "duration (s)"] == 1.3
@@ -379,7 +381,7 @@ def test_current_regime_and_resources(tmp_path):
 def test_index_series_names_what_is_missing(tmp_path):
     store = tmp_path / "store"
     pt.make_demo_store(store, n_symbols=3, years=1, seed=1, end="2026-11-20")
-    vix, spx = research.index_series(store)
+    vix, spx = lifecycle.index_series(store)
     assert vix.name == "^VIX" and spx.name == "^GSPC" and len(vix) > 200
     frame = pt.Store.open(store).read_frame([*pt.Store.open(store).symbols("equity"), "^GSPC"])
     no_vix = tmp_path / "no_vix"
@@ -387,31 +389,31 @@ def test_index_series_names_what_is_missing(tmp_path):
         w.upsert(frame)
         w.commit()
     with pytest.raises(pt.DataError, match=r"has no \^VIX: the regime model needs") as exc:
-        research.index_series(no_vix)
+        lifecycle.index_series(no_vix)
     assert isinstance(exc.value, pt.PitoolsError)
 
 
 def test_fit_or_update_refits_only_when_needed(tmp_path):
     store = tmp_path / "store"
     pt.make_demo_store(store, n_symbols=2, years=2, seed=2, end="2026-11-20")
-    vix, spx = research.index_series(store)
+    vix, spx = lifecycle.index_series(store)
     path = tmp_path / "regime" / "model.json"
-    model, why = research.fit_or_update(path, vix.loc[:"2026-09-30"], spx.loc[:"2026-09-30"])
+    model, why = lifecycle.fit_or_update(path, vix.loc[:"2026-09-30"], spx.loc[:"2026-09-30"])
     assert why.startswith("fitted a new model") and path.exists()
-    assert research.fit_or_update(path, vix.loc[:"2026-10-05"], spx.loc[:"2026-10-05"])[1].startswith("loaded")
-    _, why = research.fit_or_update(path, vix, spx, refit_every_days=7)
+    assert lifecycle.fit_or_update(path, vix.loc[:"2026-10-05"], spx.loc[:"2026-10-05"])[1].startswith("loaded")
+    _, why = lifecycle.fit_or_update(path, vix, spx, refit_every_days=7)
     assert "days before 2026-11-20" in why and why.startswith("fitted")
-    _, why = research.fit_or_update(path, vix, spx, refit_every_days=0)
+    _, why = lifecycle.fit_or_update(path, vix, spx, refit_every_days=0)
     assert "refit_every_days is 0" in why
-    _, why = research.fit_or_update(path, vix.loc[:"2026-06-30"], spx.loc[:"2026-06-30"], refit_every_days=365)
+    _, why = lifecycle.fit_or_update(path, vix.loc[:"2026-06-30"], spx.loc[:"2026-06-30"], refit_every_days=365)
     assert "after the data's last session" in why  # an earlier night: no model trained on its future
-    model, _ = research.fit_or_update(path, vix.loc["2025-09-01":], spx.loc["2025-09-01":], refit_every_days=0)
-    assert research.refit_reason(model, vix.loc["2025-09-01":], spx.loc["2025-09-01":]) is None
-    assert "the history grew from" in research.refit_reason(model, vix, spx)  # a backfilled history
+    model, _ = lifecycle.fit_or_update(path, vix.loc["2025-09-01":], spx.loc["2025-09-01":], refit_every_days=0)
+    assert lifecycle.refit_reason(model, vix.loc["2025-09-01":], spx.loc["2025-09-01":]) is None
+    assert "the history grew from" in lifecycle.refit_reason(model, vix, spx)  # a backfilled history
     path.write_text("not json")
-    assert "cannot be loaded" in research.fit_or_update(path, vix, spx)[1]
+    assert "cannot be loaded" in lifecycle.fit_or_update(path, vix, spx)[1]
     with pytest.raises(pt.DataError, match="refit_every_days"):
-        research.fit_or_update(path, vix, spx, refit_every_days=-1)
+        lifecycle.fit_or_update(path, vix, spx, refit_every_days=-1)
 
 
 def test_offline_renderer_kept():

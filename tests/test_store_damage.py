@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 import pitools as pt
-from pitools.data import store as store_mod
+from pitools.data import store_writer as store_mod  # the writer commits the manifest
 from pitools.data.ingest import ingest
 from pitools.data.repair import repair
 from pitools.errors import DamagedStoreError, StoreError

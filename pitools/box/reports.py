@@ -4,7 +4,8 @@ Everything here renders with no internet connection and no server: plotly figure
 in the notebooks as plotly's mimetype) become ``Plotly.newPlot`` calls against one copy of
 plotly.js in ``outputs/assets/``; the index is one static page that refreshes itself while
 a run is in progress and shows each run's log tail in a CSS-only modal (the old
-dashboard's log view, without the dashboard).
+dashboard's log view, without the dashboard). The runner's record of a run (``run.json``) is
+read here too, for the index and for the morning report's table of resources per notebook.
 
 >>> export_html("outputs/2026-11-20/03_research.ipynb", "outputs/2026-11-20/03_research.html")  # doctest: +SKIP
 >>> write_index("outputs")                                                                        # doctest: +SKIP
@@ -16,12 +17,16 @@ import copy
 import datetime as dt
 import html
 import json
+import math
 import uuid
 from pathlib import Path
 
+import pandas as pd
+
 from pitools.data.atomic import write_bytes_atomic
 
-__all__ = ["PLOTLY_MIME", "write_public", "plotly_asset", "export_html", "read_runs", "write_index", "LOG_NAME", "RUN_FILE"]
+__all__ = ["PLOTLY_MIME", "write_public", "plotly_asset", "export_html", "read_runs", "write_index", "LOG_NAME", "RUN_FILE",
+           "read_run_record", "resources_table"]
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 RUN_FILE = "run.json"
@@ -108,11 +113,8 @@ def read_runs(outputs: str | Path) -> list[dict]:
     for path in Path(outputs).glob(f"*/{RUN_FILE}"):
         if path.parent.name.startswith("."):
             continue  # a run being deleted by retention
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # a record being replaced, or damaged: the folder is still on disk
-        if isinstance(rec, dict):
+        rec = read_run_record(path.parent)  # None: a record being replaced, or damaged (the folder stays)
+        if rec is not None:
             rec["dir"] = path.parent.name
             runs.append(rec)
     runs.sort(key=lambda r: (str(r.get("started_at", "")), r["dir"]), reverse=True)
@@ -233,3 +235,72 @@ def write_index(outputs: str | Path, live: bool | None = None) -> Path:
 </body></html>
 """
     return write_public(outputs / "index.html", body)
+
+
+# ---------------------------------------------------------------- the run record
+
+def read_run_record(run_dir) -> dict | None:
+    """``run_dir/run.json`` as written by the nightly runner, or None (no run_dir, no file, unreadable)."""
+    if run_dir is None:
+        return None
+    path = Path(run_dir) / RUN_FILE
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def resources_table(record: dict, now=None, running_rss_bytes: int | None = None) -> pd.DataFrame:
+    """Per notebook of a run record: status, duration (s), peak PSS and RSS (MB), and a total row.
+
+    The total's duration is the sum, its memory the run's ``peak_pss_bytes`` (else the
+    largest notebook's). A notebook still running (the report itself, read while the run
+    goes on) says ``running``, its duration so far (from its ``started_at`` to `now`,
+    default the current time) and, given `running_rss_bytes`, its kernel's peak RSS so far;
+    what the runner has not measured yet is NaN (a report shows it as a dash).
+    """
+    mb = 1024.0 * 1024.0
+    moment = pd.Timestamp.now(tz="UTC") if now is None else _utc(now)
+    rows = {}
+    for nb in record.get("notebooks") or []:
+        status = nb.get("status", "?")
+        row = {"status": status, "duration (s)": _float(nb.get("duration_s")),
+               "peak PSS (MB)": _float(nb.get("peak_pss_bytes")) / mb,
+               "peak RSS (MB)": _float(nb.get("peak_rss_bytes")) / mb}
+        if status == "running":
+            started = _utc(nb.get("started_at"))
+            if not math.isfinite(row["duration (s)"]) and started is not None and moment is not None:
+                row["duration (s)"] = max((moment - started).total_seconds(), 0.0)
+            if not math.isfinite(row["peak RSS (MB)"]) and running_rss_bytes:
+                row["peak RSS (MB)"] = float(running_rss_bytes) / mb
+        rows[str(nb.get("name", "?"))] = row
+    out = pd.DataFrame.from_dict(rows, orient="index",
+                                 columns=["status", "duration (s)", "peak PSS (MB)", "peak RSS (MB)"])
+    run_pss = _float(record.get("peak_pss_bytes")) / mb
+    total = {"status": record.get("status", ""), "duration (s)": out["duration (s)"].sum(min_count=1),
+             "peak PSS (MB)": run_pss if math.isfinite(run_pss) else out["peak PSS (MB)"].max(),
+             "peak RSS (MB)": out["peak RSS (MB)"].max()}
+    out.loc["total"] = total
+    out.index.name = "notebook"
+    return out.round({"duration (s)": 1, "peak PSS (MB)": 1, "peak RSS (MB)": 1})
+
+
+def _utc(value) -> pd.Timestamp | None:
+    """`value` (an ISO time, naive meaning UTC) as a UTC timestamp; None when it is not one."""
+    if value is None:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        return None
+    if ts is pd.NaT:
+        return None
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _float(v) -> float:
+    try:
+        return float(v) if v is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan

@@ -34,7 +34,8 @@ import pandas as pd
 from pitools.errors import DataError, StoreExistsError
 from pitools.data.calendar import last_closed_session, sessions
 from pitools.data.provenance import DEMO, REAL, check_demo_over, source_of
-from pitools.data.store import _EPOCH, FIELDS, Store
+from pitools.data.store import FIELDS, Store
+from pitools.data.store_format import _EPOCH
 
 __all__ = ["make_demo_store", "SECTORS", "demo_ticker", "INDEX_SYMBOLS"]
 

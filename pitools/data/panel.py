@@ -21,7 +21,8 @@ import pandas as pd
 import pyarrow as pa
 
 from pitools.errors import DataError, MemoryBudgetError, StoreError, did_you_mean
-from pitools.data.store import _EPOCH, FIELDS, Store
+from pitools.data.store import FIELDS, Store
+from pitools.data.store_format import _EPOCH
 
 __all__ = ["Panel", "PanelEstimate", "load_panel", "estimate_panel", "load_series", "select_universe"]
 

@@ -25,8 +25,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pitools.errors import DamagedStoreError, NoStoreError
-from pitools.data.store import (FIELDS, MANIFEST, Store, _data_files, _Partition, _sha256, lock_store,
-                    write_manifest)
+from pitools.data.store import Store
+from pitools.data.store_format import FIELDS, MANIFEST, _data_files, _Partition, _sha256
+from pitools.data.store_writer import lock_store, write_manifest
 
 __all__ = ["repair", "RepairReport"]
 

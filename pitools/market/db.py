@@ -329,6 +329,43 @@ class TradesDB:
             self.conn.executemany("INSERT OR REPLACE INTO regimes (session, regime, code, run_id) VALUES (?, ?, ?, ?)",
                                   rows)
 
+    # -- the named reads of the notebooks and the morning report
+    def night_leaderboard(self, night: str) -> pd.DataFrame:
+        """The best parameters per strategy of `night` (params as dicts, in the strategy's
+        space order), best fitness first; empty when that night has none."""
+        df = self.query("SELECT night, strategy, params, fitness, is_sharpe, oos_sharpe, oos_max_drawdown, "
+                        "trades_per_year, deflated_sharpe, run_id FROM evaluations WHERE night = ? AND rank = 1 "
+                        "ORDER BY fitness IS NULL, fitness DESC, strategy", (night,))
+        df["params"] = [_in_space_order(name, json.loads(p)) for name, p in zip(df["strategy"], df["params"])]
+        num = ["fitness", "is_sharpe", "oos_sharpe", "oos_max_drawdown", "trades_per_year", "deflated_sharpe"]
+        df[num] = df[num].apply(pd.to_numeric, errors="coerce").astype(float)
+        return df
+
+    def latest_night(self, before: str | None = None) -> str | None:
+        """The latest night that has evaluations (only nights before `before`, when given);
+        None when there is none (a first night)."""
+        if before is None:
+            return self.conn.execute("SELECT MAX(night) FROM evaluations").fetchone()[0]
+        return self.conn.execute("SELECT MAX(night) FROM evaluations WHERE night < ?", (before,)).fetchone()[0]
+
+    def regimes(self, until: str | None = None) -> pd.Series:
+        """The regime label of each session up to `until` (``YYYY-MM-DD``, default: all),
+        oldest first, indexed by the session as a string."""
+        df = self.query("SELECT session, regime FROM regimes WHERE session <= ? ORDER BY session",
+                        (until or "9999-12-31",))
+        return df.set_index("session")["regime"]
+
+    def regime_on(self, session: str) -> tuple[str, str] | None:
+        """(session, regime) of the latest labelled session up to `session`; None when none is."""
+        row = self.conn.execute("SELECT session, regime FROM regimes WHERE session <= ? ORDER BY session DESC "
+                                "LIMIT 1", (session,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def signal_sessions(self) -> list[str]:
+        """Sessions that have signals, oldest first."""
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT session FROM signals WHERE session IS NOT NULL "
+                                                "ORDER BY session")]
+
     @contextlib.contextmanager
     def _transaction(self):
         """One write transaction, taken at once (BEGIN IMMEDIATE) so it waits, not fails; a
@@ -376,6 +413,16 @@ class TradesDB:
             session = row[0]
         return self.query("SELECT session, symbol, strategy, side, strength, params, regime, run_id, timestamp "
                           "FROM signals WHERE session = ? ORDER BY strategy, symbol", (session,))
+
+
+def _in_space_order(strategy: str, params: dict) -> dict:
+    """`params` ordered like the strategy's search space (trades.db stores them sorted by name)."""
+    from pitools.engine import strategies  # here, not at the top: it loads numba, and `import pitools` must not
+
+    if strategy not in strategies.REGISTRY:
+        return params
+    order = list(strategies.get(strategy).space)
+    return dict(sorted(params.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
 
 
 def _params_json(strategy: str, params) -> str:

@@ -39,10 +39,11 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from pitools.errors import DataError, EvaluationLogError
 
-__all__ = ["LOG_NAME", "EvaluationLogError", "read_evaluations", "append_evaluations", "as_night", "torn_path"]
+__all__ = ["LOG_NAME", "EvaluationLogError", "read_evaluations", "read_evaluation_log", "append_evaluations", "as_night", "torn_path"]
 
 log = logging.getLogger("pitools")
 
@@ -252,3 +253,39 @@ def _json_default(x):
     if isinstance(x, (np.floating, np.integer)):
         return x.item()
     raise TypeError(f"{type(x).__name__} is not JSON serialisable")
+
+
+# ---------------------------------------------------------------- every strategy's log as a table
+
+def read_evaluation_log(data_dir, night: str | None = None, strategies=None) -> pd.DataFrame:
+    """Evaluations from ``<data_dir>/evolve/<strategy>/evaluations.jsonl``, read by
+    :func:`read_evaluations` (lines that are not records skipped, with a warning).
+
+    Parameters
+    ----------
+    data_dir : path-like
+        The profile's data directory.
+    night : str, optional
+        Only this night's evaluations (``YYYY-MM-DD``).
+    strategies : sequence of str, optional
+        Default: every strategy with a log.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``strategy``, ``night``, ``generation``, ``params`` (dict), ``fitness`` (NaN when
+        the candidate failed), ``incumbent``, and the scoring details of each record.
+    """
+    night = as_night(night)
+    root = Path(data_dir) / "evolve"
+    names = list(strategies) if strategies is not None else sorted(p.name for p in root.glob("*") if p.is_dir())
+    rows = []
+    for name in names:
+        # night=: this night and earlier ones (a night reads only its past), then this one alone
+        for rec in read_evaluations(root / name / LOG_NAME, night=night):
+            if night is None or rec["night"] == night:
+                rows.append({"strategy": name, **rec})
+    cols = ["strategy", "night", "generation", "params", "fitness", "incumbent"]
+    df = pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
+    df["fitness"] = pd.to_numeric(df["fitness"], errors="coerce").astype(float)
+    return df
