@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import pitools.search.evolve as evolve_mod
+import pitools.search.evolve_state as evolve_state
 import pitools.search.evolution_log as evolution_log
 from conftest import ROOT, run_cli
 from pitools.config import load_profile
@@ -257,7 +257,7 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, d
             fh.flush()
             raise _no_space(path)
 
-    monkeypatch.setattr(evolve_mod, "write_bytes_atomic", full)
+    monkeypatch.setattr(evolve_state, "write_bytes_atomic", full)
     with pytest.raises(EvolveError, match=f"^no space left on the device to write {str(state / 'optimizer.pkl')!r}"):
         _night(tmp_path, demo_store, config, "2026-11-20")
     assert {name: (state / name).read_bytes() for name in before} == before

@@ -33,28 +33,24 @@ error naming the file; the state of the last whole generation stays as it was.
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
 import logging
 import math
 import os
-import pickle
 import time
-import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pitools.config import Profile
 from pitools.engine import strategies as _strategies
 from pitools.engine.backtest import backtest
-from pitools.config import Profile, project_root
-from pitools.data.atomic import fsync_dir, write_bytes_atomic, write_text_atomic
-from pitools.errors import ConfigError, DataFolderNotWritable, EvolveError, PitoolsError, did_you_mean
-from pitools.search.evolution_log import LOG_NAME, append_evaluations, as_night, read_evaluations
+from pitools.errors import DataFolderNotWritable, EvolveError
 from pitools.locks import NIGHTLY_PID_ENV, exclusive_lock
+from pitools.search.evolution_log import as_night
+from pitools.search.evolve_state import StrategyState, check_writable, saving
 from pitools.search.scoring import Scoring, deflated_sharpe, score_candidate, walk_forward_windows
+from pitools.search.search_config import SearchConfig, load_search_config
 
 __all__ = ["SearchConfig", "load_search_config", "evolve", "EvolveReport", "evaluate_candidate", "EvalContext",
            "EvolveError", "DataFolderNotWritable"]
@@ -62,227 +58,6 @@ __all__ = ["SearchConfig", "load_search_config", "evolve", "EvolveReport", "eval
 log = logging.getLogger("pitools")
 
 _WORST_LOSS = 1e6  # told to nevergrad for a failed candidate (it minimises; inf upsets some optimizers)
-
-
-# ---------------------------------------------------------------- params/strategies.yaml
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """``params/strategies.yaml``: optimizer, incumbents, scoring and bounds per strategy."""
-
-    optimizer: str = "TwoPointsDE"
-    incumbents: int = 3
-    scoring: Scoring = field(default_factory=Scoring)
-    bounds: dict = field(default_factory=dict)  # strategy -> {param: (low, high)}
-
-    def space(self, strategy: str, n_symbols: int | None = None) -> dict[str, tuple[float, float, str]]:
-        """``{param: (low, high, kind)}`` searched for `strategy`.
-
-        With `n_symbols` (the universe's size), a parameter that counts symbols (the
-        strategy's ``counts_symbols``: xs_momentum's ``top_k``) is bounded by it: above it no
-        bar ever has that many symbols to rank and nothing trades. Its high bound is clipped
-        to `n_symbols`; when the low bound then leaves no value below `n_symbols` (every
-        candidate would hold the whole universe: no ranking at all), the low bound falls back
-        to the strategy's own (1). :meth:`universe_note` says what was bounded.
-        """
-        spec = _strategies.get(strategy)
-        mine = self.bounds.get(strategy, {})
-        out = {k: (*mine.get(k, (p.low, p.high)), p.kind) for k, p in spec.space.items()}
-        if n_symbols is not None and n_symbols >= 1:
-            for k in spec.counts_symbols:
-                lo, hi, kind = out[k]
-                if hi <= n_symbols:
-                    continue
-                hi = float(n_symbols)
-                out[k] = (lo if lo < hi else min(spec.space[k].low, hi), hi, kind)
-        return out
-
-    def universe_note(self, strategy: str, n_symbols: int) -> str | None:
-        """A sentence for the report when `n_symbols` bounds what `strategy` searches, else None."""
-        wide, bounded = self.space(strategy), self.space(strategy, n_symbols)
-        clipped = [f"`{k}` {lo:g}–{hi:g} instead of {wide[k][0]:g}–{wide[k][1]:g}" if lo < hi
-                   else f"`{k}` fixed at {hi:g} instead of {wide[k][0]:g}–{wide[k][1]:g}"
-                   for k, (lo, hi, _) in bounded.items() if (lo, hi) != wide[k][:2]]
-        if not clipped:
-            return None
-        return (f"{strategy}: searching {', '.join(clipped)}: the universe has {n_symbols} symbol"
-                f"{'s' * (n_symbols != 1)} (a larger value never ranks a bar; params/strategies.yaml)")
-
-
-def _number(where: str, value, kind: str = "float") -> float:
-    from pitools.params_yaml import short_repr
-
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where} = {short_repr(value)} must be a number")
-    try:
-        number = float(value)
-    except OverflowError:  # an int of 400 digits has no float
-        raise ConfigError(f"{where} = {short_repr(value)} is too large") from None
-    if not math.isfinite(number):
-        raise ConfigError(f"{where} = {short_repr(value)} must be a finite number")
-    if kind == "int" and not number.is_integer():
-        raise ConfigError(f"{where} = {short_repr(value)} must be an integer")
-    return number
-
-
-def _mapping(file: str, key: str, value, what: str) -> dict:
-    """`value` of top-level `key` as a dict (absent or empty: {}), or a ConfigError."""
-    from pitools.params_yaml import short_repr
-
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{file}: `{key}` = {short_repr(value)} must be a mapping of {what}")
-    return value
-
-
-def load_search_config(path: str | Path | None = None) -> SearchConfig:
-    """Read and check ``params/strategies.yaml`` (or `path`); errors name the strategy and key.
-
-    Bounds in which no candidate passes the strategy's constraints are refused here: the
-    optimizer could only ask inadmissible candidates and the night would score nothing.
-    """
-    from pitools.params_yaml import load_params_yaml, short_repr
-
-    path = Path(path) if path is not None else project_root() / "params" / "strategies.yaml"
-    if not path.is_file():
-        raise ConfigError(f"search config {str(path)!r} does not exist")
-    raw = load_params_yaml(path)
-    raw = {} if raw is None else raw
-    file = path.name
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{file} must be a mapping with optimizer, incumbents, scoring and strategies, "
-                          f"got {short_repr(raw)}")
-    known = ("optimizer", "incumbents", "scoring", "strategies")
-    for key in raw:
-        if key not in known:
-            raise ConfigError(f"{file}: unknown key {short_repr(key)}.{did_you_mean(str(key), known)} "
-                              f"Keys: {', '.join(known)}")
-    incumbents = _number(f"{file}: incumbents", raw.get("incumbents", 3), "int")
-    if incumbents < 0:
-        raise ConfigError(f"{file}: incumbents = {int(incumbents)} must be >= 0")
-    scoring = _scoring(file, _mapping(file, "scoring", raw.get("scoring"), "setting: value (see pitools.search.scoring)"))
-    strategies = _mapping(file, "strategies", raw.get("strategies"),
-                          "strategy: {parameter: [low, high]}, e.g. sma_cross: {fast: [3, 60]}")
-    bounds = {name: _bounds(file, name, params) for name, params in strategies.items()}
-    for name in bounds:
-        _check_admissible(file, name, SearchConfig(bounds=bounds).space(name))
-    # nevergrad last: importing it takes seconds, a mistake above is reported without it
-    import nevergrad as ng
-
-    optimizer = raw.get("optimizer", "TwoPointsDE")
-    if not isinstance(optimizer, str) or optimizer not in ng.optimizers.registry:
-        raise ConfigError(f"{file}: optimizer = {short_repr(optimizer)} is not a nevergrad optimizer "
-                          "(a name of nevergrad.optimizers.registry, e.g. 'TwoPointsDE')."
-                          f"{did_you_mean(str(optimizer), list(ng.optimizers.registry))}")
-    return SearchConfig(optimizer, int(incumbents), scoring, bounds)
-
-
-def _bounds(file: str, name, params) -> dict[str, tuple[float, float]]:
-    """``{param: (low, high)}`` of strategy `name` under ``strategies:``, checked."""
-    from pitools.params_yaml import short_repr
-
-    spec = _strategies.get(name) if name in _strategies.REGISTRY else None
-    if spec is None:
-        raise ConfigError(f"{file}: strategies: unknown strategy {short_repr(name)}."
-                          f"{did_you_mean(str(name), _strategies.REGISTRY)} Strategies: {', '.join(_strategies.names())}")
-    if not isinstance(params, dict):
-        raise ConfigError(f"{file}: strategies.{name} = {short_repr(params)} must map parameters to [low, high], "
-                          f"e.g. {{{next(iter(spec.space))}: [low, high]}}")
-    out = {}
-    for key, pair in params.items():
-        where = f"{file}: strategies.{name}.{_label(key)}"
-        if key not in spec.space:
-            raise ConfigError(f"{where}: unknown parameter.{did_you_mean(str(key), spec.space)} "
-                              f"Parameters of {name}: {', '.join(spec.space)}")
-        p = spec.space[key]
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise ConfigError(f"{where} = {short_repr(pair)} must be [low, high]")
-        lo, hi = (_number(where, v, p.kind) for v in pair)
-        if not p.low <= lo < hi <= p.high:
-            raise ConfigError(f"{where} = [{lo:g}, {hi:g}] must have low < high inside the strategy's range "
-                              f"{p.low:g} to {p.high:g}")
-        out[key] = (lo, hi)
-    return out
-
-
-def _label(key) -> str:
-    """A key of the file for a message: as written when short, else cut."""
-    from pitools.params_yaml import short_repr
-
-    return key if isinstance(key, str) and len(key) <= 40 else short_repr(key, 40)
-
-
-_PROBES = 300  # random candidates tried per strategy beyond the corners and the centre
-
-
-def _check_admissible(file: str, name: str, space: dict[str, tuple[float, float, str]]) -> None:
-    """Refuse a search box in which no candidate passes the strategy's `validate()`.
-
-    Tried: every corner and the centre of the box, then `_PROBES` seeded random points,
-    integer parameters rounded as nevergrad's integer casting does. The constraints are
-    comparisons between two parameters (fast < slow …), which a corner satisfies whenever
-    any point does; a box whose admissible part is too thin for 300 draws to hit would
-    starve the optimizer's own resampling just the same.
-    """
-    import itertools
-    import random
-
-    spec = _strategies.get(name)
-    if not spec.constraints:
-        return
-    keys = list(space)
-
-    def point(values):
-        return {k: float(round(v)) if space[k][2] == "int" else float(v) for k, v in zip(keys, values)}
-
-    corners = itertools.islice(itertools.product(*((lo, hi) for lo, hi, _ in space.values())), 1024)
-    rng = random.Random(zlib.crc32(name.encode()))  # seeded: the same file, the same verdict
-    draws = ([rng.uniform(lo, hi) for lo, hi, _ in space.values()] for _ in range(_PROBES))
-    centre = [[(lo + hi) / 2 for lo, hi, _ in space.values()]]
-    first = None
-    for values in itertools.chain(corners, centre, draws):
-        try:
-            spec.validate(point(values))
-            return
-        except PitoolsError as exc:
-            first = first or exc
-    box = ", ".join(f"{k}: [{lo:g}, {hi:g}]" for k, (lo, hi, _) in space.items())
-    raise ConfigError(f"{file}: strategies.{name}: no candidate inside the bounds {{{box}}} is admissible — {first}; "
-                      "every candidate would fail and the night would score nothing. Move the bounds so that "
-                      "some candidates satisfy the constraint (a parameter left out spans the strategy's range)")
-
-
-def _scoring(file: str, raw: dict) -> Scoring:
-    import dataclasses
-
-    from pitools.params_yaml import short_repr
-
-    defaults = Scoring()
-    names = [f.name for f in dataclasses.fields(Scoring)]  # not hasattr: `backtest_kwargs` is no setting
-    values = {}
-    for key, value in raw.items():
-        where = f"{file}: scoring.{_label(key)}"
-        if key not in names:
-            raise ConfigError(f"{where}: unknown key.{did_you_mean(str(key), names)} "
-                              f"Keys: {', '.join(names)}")
-        choices = {"walk_forward": ("anchored", "rolling"), "fill": ("next_open", "close"),
-                   "direction": ("long_only", "long_short")}.get(key)
-        if choices:
-            if not isinstance(value, str) or value not in choices:
-                raise ConfigError(f"{where} = {short_repr(value)} is not allowed.{did_you_mean(str(value), choices)} "
-                                  f"Allowed: {', '.join(choices)}")
-        elif key == "folds":
-            value = int(_number(where, value, "int"))
-            if not 1 <= value <= 20:
-                raise ConfigError(f"{where} = {value} must be from 1 to 20")
-        else:
-            value = _number(where, value)
-            high = 1.0 if key in ("oos_fraction", "fees", "slippage", "max_drawdown") else math.inf
-            if not 0.0 <= value <= high or (key == "oos_fraction" and not 0 < value < 1):
-                raise ConfigError(f"{where} = {value:g} must be from 0 to {high:g}")
-        values[key] = value
-    return Scoring(**{**defaults.__dict__, **values})
 
 
 # ---------------------------------------------------------------- evaluation (in the workers)
@@ -302,158 +77,6 @@ def evaluate_candidate(candidate: dict, ctx: EvalContext) -> tuple[float, dict]:
     res = backtest(candidate["strategy"], ctx.panel, candidate["params"], per_symbol_stats=False,
                    **ctx.scoring.backtest_kwargs())
     return score_candidate(res.portfolio_returns, res.n_trades, ctx.panel.n_symbols, ctx.windows, ctx.scoring)
-
-
-class _Admissible:
-    """A picklable cheap constraint for nevergrad: the strategy's own checks (fast < slow …)."""
-
-    def __init__(self, strategy: str):
-        self.strategy = strategy
-
-    def __call__(self, value: dict) -> bool:
-        try:
-            _strategies.get(self.strategy).validate(value)
-        except PitoolsError:
-            return False
-        return True
-
-
-# ---------------------------------------------------------------- persistent state
-
-class _StrategyState:
-    """The optimizer and the evaluation log of one strategy under ``<data_dir>/evolve/<name>``."""
-
-    def __init__(self, root: Path, strategy: str, config: SearchConfig, seed: int, population: int, night: str,
-                 n_symbols: int | None = None):
-        self.dir = root / strategy
-        with _saving(self.dir):
-            self.dir.mkdir(parents=True, exist_ok=True)
-        _check_writable(self.dir, *(self.dir / name for name in (LOG_NAME, "optimizer.pkl", "state.json")))
-        self.strategy, self.config, self.population, self.night = strategy, config, population, night
-        self.space = config.space(strategy, n_symbols)
-        self.seed = (seed * 1_000_003 + zlib.crc32(strategy.encode())) % 2**32
-        self.log_path = self.dir / LOG_NAME
-        self.records = read_evaluations(self.log_path, night=night)  # a night reads only its past
-        self.optimizer, self.origin = self._load_or_build()
-
-    @property
-    def signature(self) -> dict:
-        import nevergrad as ng
-
-        return {"nevergrad": ng.__version__, "optimizer": self.config.optimizer, "population": self.population,
-                "space": {k: list(v) for k, v in self.space.items()}}
-
-    def _fresh(self):
-        import nevergrad as ng
-
-        items = {}
-        for name, (lo, hi, kind) in self.space.items():
-            if lo == hi:  # bounded by a small universe to one value: a constant, not searched
-                items[name] = int(lo) if kind == "int" else float(lo)
-                continue
-            scalar = ng.p.Scalar(lower=lo, upper=hi)
-            items[name] = scalar.set_integer_casting() if kind == "int" else scalar
-        param = ng.p.Dict(**items)
-        param.random_state = np.random.RandomState(self.seed)
-        param.register_cheap_constraint(_Admissible(self.strategy))
-        opt = ng.optimizers.registry[self.config.optimizer](parametrization=param, budget=None,
-                                                             num_workers=self.population)
-        opt.enable_pickling()  # before the first ask, or some optimizers cannot be pickled
-        return opt
-
-    def _load_or_build(self):
-        pkl, meta = self.dir / "optimizer.pkl", self.dir / "state.json"
-        if pkl.exists():
-            try:
-                self._check_checkpoint(json.loads(meta.read_text()))
-                return pickle.loads(pkl.read_bytes()), "checkpoint"
-            except Exception as exc:  # noqa: BLE001 — any unreadable state is rebuilt from the log
-                log.warning("%s: optimizer state not usable (%s: %s); rebuilding it from %d logged evaluations",
-                            self.strategy, type(exc).__name__, exc, len(self.records))
-        opt = self._fresh()
-        told = 0
-        for rec in self.records:
-            if rec.get("fitness") is not None and self._inside(rec["params"]):
-                opt.tell(opt.parametrization.spawn_child(new_value=rec["params"]), -rec["fitness"])
-                told += 1
-        return opt, ("rebuilt from log" if told else "new")
-
-    def _check_checkpoint(self, state: dict) -> None:
-        """Raise ValueError unless the pickle was told exactly the evaluations this night may read."""
-        if state.get("signature") != self.signature:
-            raise ValueError("the search space, optimizer or nevergrad version changed")
-        if str(state.get("night")) > self.night:  # a run dated later: its knowledge is not this night's past
-            raise ValueError(f"it is of night {state.get('night')}, after {self.night}")
-        if state.get("evaluations") != len(self.records):  # killed between log and pickle, or another run's
-            raise ValueError(f"it was told {state.get('evaluations')} evaluations, the log has {len(self.records)} "
-                             f"up to {self.night}")
-
-    def _inside(self, params: dict) -> bool:
-        return set(params) == set(self.space) and all(lo <= params[k] <= hi for k, (lo, hi, _) in self.space.items())
-
-    def incumbents(self, k: int) -> list[dict]:
-        """The `k` best distinct parameter sets of earlier nights (latest score of each)."""
-        latest = {}
-        for rec in self.records:
-            if rec.get("fitness") is not None:
-                latest[json.dumps(rec["params"], sort_keys=True)] = rec
-        ranked = sorted(latest.values(), key=lambda r: -r["fitness"])
-        return [r["params"] for r in ranked if self._inside(r["params"])][:k]
-
-    def append(self, records: list[dict]) -> None:
-        with _saving(self.log_path):
-            append_evaluations(self.log_path, records)
-        self.records.extend(records)
-
-    def checkpoint(self, generation: int, night: str) -> None:
-        # The pickle first, then state.json: a failure between them leaves a state.json
-        # whose count no longer matches the log, so the next night rebuilds from the log.
-        with _saving(self.dir / "optimizer.pkl"):
-            write_bytes_atomic(self.dir / "optimizer.pkl", pickle.dumps(self.optimizer))
-        with _saving(self.dir / "state.json"):
-            write_text_atomic(self.dir / "state.json", json.dumps(
-                {"signature": self.signature, "night": night, "generation": generation,
-                 "evaluations": len(self.records)}, indent=1))
-            fsync_dir(self.dir)
-
-
-@contextlib.contextmanager
-def _saving(path: Path):
-    """Turn an ``OSError`` while writing `path` (a file, or a folder being made) into a one-line
-    error naming it, or its folder when that is what cannot be written."""
-    try:
-        yield
-    except OSError as exc:
-        raise _write_error(path, exc) from None
-
-
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
-
-
-def _write_error(path: Path, exc: OSError) -> PitoolsError:
-    why = exc.strerror or str(exc)
-    if exc.errno in _NO_SPACE:
-        return EvolveError(f"no space left on the device to write {str(path)!r} ({why}); the state of the last "
-                           "whole generation is kept. Free some space (or move `data_dir`) and run again")
-    if exc.errno in _NOT_WRITABLE:
-        return _not_writable(Path(exc.filename).parent if exc.filename else path.parent, why)  # a mkdir, a temp file
-    return EvolveError(f"cannot write {str(path)!r}: {why}; the state of the last whole generation is kept")
-
-
-def _check_writable(folder: Path, *files: Path) -> None:
-    """Fail before the night's work, not after its first generation, when its state cannot be
-    written (``os.access`` answers for a read-only mount too, and as root)."""
-    if not os.access(folder, os.W_OK):
-        raise _not_writable(folder, "no write permission, or a read-only file system")
-    for path in files:
-        if path.exists() and not os.access(path, os.W_OK):
-            raise _not_writable(folder, f"{path.name} is read-only")
-
-
-def _not_writable(folder: Path, why: str) -> DataFolderNotWritable:
-    return DataFolderNotWritable(f"data folder {str(folder)!r} is not writable ({why}): fix its permissions, "
-                                 "or choose another with --set data_dir=DIR")
 
 
 def _clean(value):
@@ -545,14 +168,14 @@ def _take_the_data_folder(held: contextlib.ExitStack, profile: Profile, names: l
     written: first of all, so a second run or a read-only folder is refused in a moment, not
     after the imports and the panel."""
     lock, root = profile.data_dir / "evolve.lock", profile.data_dir / "evolve"
-    with _saving(lock):  # only taking the lock: errors of the night itself are not the lock's
+    with saving(lock):  # only taking the lock: errors of the night itself are not the lock's
         held.enter_context(exclusive_lock(
             lock, {"profile": profile.name, "strategies": names, **_nightly_runner()}, "another evolve run",
             hint="wait for it to finish (a nightly run evolves too), or give this one another data folder "
                  "with --set data_dir=DIR"))
-    with _saving(root):
+    with saving(root):
         root.mkdir(exist_ok=True)
-    _check_writable(root)
+    check_writable(root)
 
 
 def _night(profile: Profile, names: list[str], panel, night: str, config: SearchConfig, backend: str, scheduler,
@@ -563,7 +186,7 @@ def _night(profile: Profile, names: list[str], panel, night: str, config: Search
     windows = tuple(walk_forward_windows(panel.n_bars, config.scoring))
     root = profile.data_dir / "evolve"
     ctx = EvalContext(panel, windows, config.scoring)
-    states = {name: _StrategyState(root, name, config, profile.seed, profile.population_size, night,
+    states = {name: StrategyState(root, name, config, profile.seed, profile.population_size, night,
                                    n_symbols=panel.n_symbols)
               for name in names}
     notes = [n for n in (config.universe_note(name, panel.n_symbols) for name in names) if n]
@@ -618,7 +241,7 @@ def _plain(value: dict) -> dict:
     return {k: (int(v) if isinstance(v, (int, np.integer)) else float(v)) for k, v in value.items()}
 
 
-def _leader(name: str, tonight: list[dict], state: _StrategyState, ctx: EvalContext) -> dict:
+def _leader(name: str, tonight: list[dict], state: StrategyState, ctx: EvalContext) -> dict:
     scored = [r for r in tonight if r["fitness"] is not None]
     row = {"strategy": name, "fitness": math.nan, "params": {}, "is_sharpe": math.nan, "oos_sharpe": math.nan,
            "oos_max_drawdown": math.nan, "trades_per_year": math.nan, "deflated_sharpe": math.nan,

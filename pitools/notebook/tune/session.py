@@ -195,7 +195,7 @@ class TuneSession:
     def __init__(self, panel_or_store, strategy: str = "sma_cross", symbols=None, start=None, end=None,
                  profile=None, backtest_kwargs: dict | None = None, params: dict | None = None):
         from pitools.config import load_profile
-        from pitools.search.evolve import SearchConfig, load_search_config
+        from pitools.search.search_config import SearchConfig, load_search_config
 
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.panel = self._load(panel_or_store, self.profile)
