@@ -315,16 +315,16 @@ def _cmd_lab(args) -> int:
 def _cmd_summary(args) -> int:
     import numpy as np
 
-    from pitools.data import Store, load_panel, load_series
-    from pitools.data.panel import select_universe
+    from pitools.data import load_series
+    from pitools.data.universe import profile_universe
     from pitools.memory import format_mb, peak_rss_bytes
 
     profile = _profile(args)
     store_dir = _store_dir(args, profile)
-    store = Store.open(store_dir)
-    symbols, start = select_universe(store, profile.max_symbols, profile.max_years)
+    universe = profile_universe(profile, store_dir)
+    store = universe.store
     t0 = time.perf_counter()
-    panel = load_panel(store, symbols=symbols, start=start, memory_budget_mb=profile.memory_budget_mb)
+    panel = universe.load()
     took = time.perf_counter() - t0
     est = panel.meta["estimate"]
     close = panel.close
@@ -347,8 +347,8 @@ def _cmd_summary(args) -> int:
     print(f"  best    : {best}")
     print(f"  worst   : {worst}")
     for name in ("^GSPC", "^VIX"):
-        if name in store.symbols("index") and store.symbol_info(name).last >= start:
-            s = load_series(store, name, start=start)
+        if name in store.symbols("index") and store.symbol_info(name).last >= universe.start:
+            s = load_series(store, name, start=universe.start)
             print(f"  {name:<8}: {s.iloc[-1]:,.2f} on {s.index[-1].date()} "
                   f"({s.iloc[-1] / s.iloc[0] - 1:+.1%} over the window)")
     return EXIT_OK

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import pitools as pt
-from pitools.data.panel import select_universe
+from pitools.data.universe import select_universe
 from pitools.data.store import Store
 from pitools.errors import DataError, MemoryBudgetError
 

@@ -138,8 +138,8 @@ def _disk(path: Path, min_free_mb: float) -> Check:
 
 
 def _memory(profile: Profile, store_dir: Path) -> Check:
-    from pitools.data import Store, estimate_panel
-    from pitools.data.panel import select_universe
+    from pitools.data import Store
+    from pitools.data.universe import profile_universe
     from pitools.memory import available_bytes
 
     budget = profile.memory_budget_mb
@@ -151,10 +151,10 @@ def _memory(profile: Profile, store_dir: Path) -> Check:
         Store.open(store_dir)
     except PitoolsError:
         return Check("memory", WARN, f"the store is damaged: no universe to estimate; budget {budget} MB")
-    symbols, start = select_universe(store_dir, profile.max_symbols, profile.max_years)
-    est = estimate_panel(store_dir, symbols=symbols, start=start)
+    universe = profile_universe(profile, store_dir)
+    est = universe.estimate()
     need_mb = est.peak_bytes / 2**20
-    detail = (f"the universe ({len(symbols)} symbols x {profile.max_years} y) needs ~{need_mb:,.0f} MB to load, "
+    detail = (f"the universe ({len(universe.symbols)} symbols x {profile.max_years} y) needs ~{need_mb:,.0f} MB to load, "
               f"budget {budget} MB" + (f", {avail_mb:,.0f} MB available" if avail_mb is not None else ""))
     if need_mb > budget:
         return Check("memory", FAIL, detail + ": lower max_symbols / max_years or raise memory_budget_mb")

@@ -24,7 +24,7 @@ from pitools.errors import DataError, MemoryBudgetError, StoreError, did_you_mea
 from pitools.data.store import FIELDS, Store
 from pitools.data.store_format import _EPOCH
 
-__all__ = ["Panel", "PanelEstimate", "load_panel", "estimate_panel", "load_series", "select_universe"]
+__all__ = ["Panel", "PanelEstimate", "load_panel", "estimate_panel", "load_series"]
 
 _MB = 1024 * 1024
 _FIXED_OVERHEAD = 48 * _MB
@@ -386,32 +386,3 @@ def load_series(path: str | os.PathLike | Store, symbol: str, field: str = "clos
     panel = load_panel(path, symbols=[symbol], start=start, end=end, fields=(field,), dtype=np.float64)
     s = pd.Series(panel.field(field)[:, 0], index=panel.dates, name=symbol)
     return s.dropna()
-
-
-def select_universe(path: str | os.PathLike | Store, max_symbols: int, max_years: int) -> tuple[list[str], pd.Timestamp]:
-    """The symbols and start date a profile's ``max_symbols`` / ``max_years`` select.
-
-    The window is the last `max_years` years of the store; the symbols are the equities
-    with the most bars in it (ties by ticker), so a capped universe prefers long, liquid
-    histories and is the same on every run.
-    """
-    store = path if isinstance(path, Store) else Store.open(path)
-    last = store.last_date
-    if last is None:
-        raise DataError(f"the store at {str(store.root)!r} is empty")
-    start = last - pd.DateOffset(years=max_years) + pd.Timedelta(days=1)
-    lo = _to_day(start, "start")
-    counts: dict[str, int] = {}
-    for year, part in store.partitions.items():
-        if _year_start(year + 1) <= lo:
-            continue
-        # Rows per symbol in the window, pro rata for the year that straddles its start.
-        share = 1.0 if _year_start(year) >= lo else float(np.mean(part.dates >= lo)) if len(part.dates) else 0.0
-        for sym, rows, last_day in zip(part.symbols, part.sym_rows, part.sym_last):
-            if last_day >= lo:
-                counts[sym] = counts.get(sym, 0) + rows * share
-    equities = [s for s in store.symbols("equity") if s in counts]
-    if not equities:
-        raise DataError(f"no equity in the store at {str(store.root)!r} has bars since {start.date()}")
-    ranked = sorted(equities, key=lambda s: (-round(counts[s], 6), s))[:max_symbols]
-    return sorted(ranked), start

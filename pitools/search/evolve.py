@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from pitools.config import Profile
+from pitools.data.store_format import PRICE_FIELDS
 from pitools.engine import strategies as _strategies
 from pitools.engine.backtest import backtest
 from pitools.errors import DataFolderNotWritable, EvolveError
@@ -137,9 +138,8 @@ def evolve(profile: Profile, strategies=None, store=None, night: str | None = No
     DataFolderNotWritable
         The data folder cannot be written (exit code 2), naming it.
     """
-    from pitools.data import Store, load_panel
     from pitools.data.freshness import resolve_night
-    from pitools.data.panel import select_universe
+    from pitools.data.universe import profile_universe
 
     names = list(strategies or _strategies.names())
     for name in names:
@@ -150,10 +150,7 @@ def evolve(profile: Profile, strategies=None, store=None, night: str | None = No
         _take_the_data_folder(held, profile, names)
         config = config or load_search_config()
         if panel is None:
-            st = Store.open(store if store is not None else profile.store_dir)
-            symbols, start = select_universe(st, profile.max_symbols, profile.max_years)
-            panel = load_panel(st, symbols=symbols, start=start, end=night, fields=("open", "high", "low", "close"),
-                               memory_budget_mb=profile.memory_budget_mb)  # the night's past only
+            panel = profile_universe(profile, store).load(end=night, fields=PRICE_FIELDS)  # the night's past only
         return _night(profile, names, panel, night, config, backend, scheduler, progress)
 
 

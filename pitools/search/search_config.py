@@ -98,11 +98,9 @@ def _mapping(file: str, key: str, value, what: str) -> dict:
 
 def load_search_config(path: str | Path | None = None) -> SearchConfig:
     """Read and check ``params/strategies.yaml`` (or `path`); errors name the strategy and key.
-
     Bounds in which no candidate passes the strategy's constraints are refused here: the
     optimizer could only ask inadmissible candidates and the night would score nothing.
     """
-
     path = Path(path) if path is not None else project_root() / "params" / "strategies.yaml"
     if not path.is_file():
         raise ConfigError(f"search config {str(path)!r} does not exist")

@@ -220,16 +220,14 @@ class TuneSession:
     @staticmethod
     def _load(source, prof) -> Panel:
         from pitools.data import Store, load_panel
-        from pitools.data.panel import select_universe
+        from pitools.data.universe import profile_universe
 
         if isinstance(source, Panel):
             return source
         store = source if isinstance(source, Store) else Store.open(source)
-        symbols, start, budget = None, None, None
-        if prof is not None:
-            symbols, start = select_universe(store, prof.max_symbols, prof.max_years)
-            budget = prof.memory_budget_mb
-        return load_panel(store, symbols=symbols, start=start, fields=_FIELDS, memory_budget_mb=budget)
+        if prof is None:
+            return load_panel(store, fields=_FIELDS)
+        return profile_universe(prof, store).load(fields=_FIELDS)
 
     def __repr__(self) -> str:
         return (f"<TuneSession {self.strategy} {self.params} on {len(self.symbols)} of "
