@@ -261,3 +261,12 @@ def test_pitools_evolve_names_an_unknown_strategy(tmp_path, demo_store):
                   "--store", str(demo_store))
     assert out.returncode == 2 and "unknown strategy 'sma_crss'" in out.stderr and "sma_cross" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_every_scoring_setting_has_what_it_allows():
+    """A Scoring field missing from the table could never be set from params/strategies.yaml."""
+    import dataclasses
+
+    from pitools.search.search_config import SCORING_ALLOWED
+
+    assert list(SCORING_ALLOWED) == [f.name for f in dataclasses.fields(Scoring)]

@@ -27,8 +27,9 @@ from pitools.errors import ConfigError
 from pitools.kernels.layout import SESSIONS_PER_YEAR as _YEAR
 from pitools.kernels.metrics import MAX_DRAWDOWN, SHARPE, TOTAL_RETURN, equity_metrics_nb
 
-__all__ = ["Scoring", "walk_forward_windows", "return_metrics", "score_candidate", "deflated_sharpe"]
+__all__ = ["Scoring", "WALK_FORWARD", "walk_forward_windows", "return_metrics", "score_candidate", "deflated_sharpe"]
 
+WALK_FORWARD = ("anchored", "rolling")  # the out-of-sample folds' in-sample windows
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from pathlib import Path
 
 from pitools.config import project_root
 from pitools.engine import strategies as _strategies
+from pitools.engine.backtest import DIRECTIONS, FILLS
 from pitools.errors import ConfigError, PitoolsError, did_you_mean
 from pitools.params_yaml import load_params_yaml, short_repr
-from pitools.search.scoring import Scoring
+from pitools.search.scoring import WALK_FORWARD, Scoring
 
 __all__ = ["SearchConfig", "load_search_config"]
 
@@ -31,7 +32,6 @@ __all__ = ["SearchConfig", "load_search_config"]
 @dataclass(frozen=True)
 class SearchConfig:
     """``params/strategies.yaml``: optimizer, incumbents, scoring and bounds per strategy."""
-
     optimizer: str = "TwoPointsDE"
     incumbents: int = 3
     scoring: Scoring = field(default_factory=Scoring)
@@ -88,7 +88,6 @@ def _number(where: str, value, kind: str = "float") -> float:
 
 def _mapping(file: str, key: str, value, what: str) -> dict:
     """`value` of top-level `key` as a dict (absent or empty: {}), or a ConfigError."""
-
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -98,6 +97,7 @@ def _mapping(file: str, key: str, value, what: str) -> dict:
 
 def load_search_config(path: str | Path | None = None) -> SearchConfig:
     """Read and check ``params/strategies.yaml`` (or `path`); errors name the strategy and key.
+
     Bounds in which no candidate passes the strategy's constraints are refused here: the
     optimizer could only ask inadmissible candidates and the night would score nothing.
     """
@@ -137,7 +137,6 @@ def load_search_config(path: str | Path | None = None) -> SearchConfig:
 
 def _bounds(file: str, name, params) -> dict[str, tuple[float, float]]:
     """``{param: (low, high)}`` of strategy `name` under ``strategies:``, checked."""
-
     spec = _strategies.get(name) if name in _strategies.REGISTRY else None
     if spec is None:
         raise ConfigError(f"{file}: strategies: unknown strategy {short_repr(name)}."
@@ -164,7 +163,6 @@ def _bounds(file: str, name, params) -> dict[str, tuple[float, float]]:
 
 def _label(key) -> str:
     """A key of the file for a message: as written when short, else cut."""
-
     return key if isinstance(key, str) and len(key) <= 40 else short_repr(key, 40)
 
 
@@ -180,7 +178,6 @@ def _check_admissible(file: str, name: str, space: dict[str, tuple[float, float,
     any point does; a box whose admissible part is too thin for 300 draws to hit would
     starve the optimizer's own resampling just the same.
     """
-
     spec = _strategies.get(name)
     if not spec.constraints:
         return
@@ -206,31 +203,52 @@ def _check_admissible(file: str, name: str, space: dict[str, tuple[float, float,
                       "some candidates satisfy the constraint (a parameter left out spans the strategy's range)")
 
 
+@dataclass(frozen=True)
+class _Range:
+    """What a numeric setting allows: `kind` ("int" or "float") from `low` to `high`
+    (both ends included unless `open`)."""
+
+    kind: str
+    low: float
+    high: float
+    open: bool = False
+
+    def check(self, where: str, value) -> float | int:
+        value = _number(where, value, self.kind)
+        inside = self.low < value < self.high if self.open else self.low <= value <= self.high
+        if not inside:
+            raise ConfigError(f"{where} = {value:g} must be from {self.low:g} to {self.high:g}")
+        return int(value) if self.kind == "int" else value
+
+
+# What each `scoring:` setting allows: a tuple of choices or a _Range (Scoring holds the defaults).
+SCORING_ALLOWED: dict[str, tuple[str, ...] | _Range] = {
+    "walk_forward": WALK_FORWARD,
+    "folds": _Range("int", 1, 20),
+    "oos_fraction": _Range("float", 0.0, 1.0, open=True),
+    "fill": FILLS,
+    "direction": DIRECTIONS,
+    "fees": _Range("float", 0.0, 1.0),
+    "slippage": _Range("float", 0.0, 1.0),
+    "min_trades_per_year": _Range("float", 0.0, math.inf),
+    "trade_penalty": _Range("float", 0.0, math.inf),
+    "max_drawdown": _Range("float", 0.0, 1.0),
+    "drawdown_penalty": _Range("float", 0.0, math.inf),
+}
+
+
 def _scoring(file: str, raw: dict) -> Scoring:
-
-
-    defaults = Scoring()
-    names = [f.name for f in dataclasses.fields(Scoring)]  # not hasattr: `backtest_kwargs` is no setting
     values = {}
     for key, value in raw.items():
         where = f"{file}: scoring.{_label(key)}"
-        if key not in names:
-            raise ConfigError(f"{where}: unknown key.{did_you_mean(str(key), names)} "
-                              f"Keys: {', '.join(names)}")
-        choices = {"walk_forward": ("anchored", "rolling"), "fill": ("next_open", "close"),
-                   "direction": ("long_only", "long_short")}.get(key)
-        if choices:
-            if not isinstance(value, str) or value not in choices:
-                raise ConfigError(f"{where} = {short_repr(value)} is not allowed.{did_you_mean(str(value), choices)} "
-                                  f"Allowed: {', '.join(choices)}")
-        elif key == "folds":
-            value = int(_number(where, value, "int"))
-            if not 1 <= value <= 20:
-                raise ConfigError(f"{where} = {value} must be from 1 to 20")
-        else:
-            value = _number(where, value)
-            high = 1.0 if key in ("oos_fraction", "fees", "slippage", "max_drawdown") else math.inf
-            if not 0.0 <= value <= high or (key == "oos_fraction" and not 0 < value < 1):
-                raise ConfigError(f"{where} = {value:g} must be from 0 to {high:g}")
+        allowed = SCORING_ALLOWED.get(key)
+        if allowed is None:
+            raise ConfigError(f"{where}: unknown key.{did_you_mean(str(key), SCORING_ALLOWED)} "
+                              f"Keys: {', '.join(SCORING_ALLOWED)}")
+        if isinstance(allowed, _Range):
+            value = allowed.check(where, value)
+        elif not isinstance(value, str) or value not in allowed:
+            raise ConfigError(f"{where} = {short_repr(value)} is not allowed.{did_you_mean(str(value), allowed)} "
+                              f"Allowed: {', '.join(allowed)}")
         values[key] = value
-    return Scoring(**{**defaults.__dict__, **values})
+    return dataclasses.replace(Scoring(), **values)
