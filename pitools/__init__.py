@@ -1,8 +1,13 @@
 """pitools: trading-strategy research on a Raspberry Pi.
 
 >>> import pitools as pt
->>> pt.make_demo_store("/tmp/pt-demo", n_symbols=20, years=2)    # doctest: +SKIP
->>> panel = pt.load_panel("/tmp/pt-demo", memory_budget_mb=500)  # doctest: +SKIP
+>>> store = pt.make_demo_store("demo/store", n_symbols=20, years=2, end="2026-11-20")
+>>> panel = pt.load_panel("demo/store", memory_budget_mb=500)
+>>> panel.n_symbols, panel.close.dtype
+(20, dtype('float32'))
+>>> res = pt.backtest("sma_cross", panel, {"fast": 10, "slow": 30})
+>>> sorted(res.portfolio)[:3]
+[...]
 """
 
 from pitools.market import regime

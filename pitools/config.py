@@ -9,8 +9,8 @@ is allowed. ``--set KEY=VALUE`` overrides go through exactly the same checks.
 Example
 -------
 >>> from pitools.config import load_profile
->>> p = load_profile("ci", overrides=["max_symbols=10"])   # doctest: +SKIP
->>> p.max_symbols                                           # doctest: +SKIP
+>>> p = load_profile("ci", overrides=["max_symbols=10"])
+>>> p.max_symbols
 10
 """
 

@@ -94,8 +94,11 @@ def exclusive_lock(path: str | os.PathLike, info: dict, what: str,
 
     Example
     -------
-    >>> with exclusive_lock("data/evolve.lock", {"profile": "demo"}, "another evolve run"):  # doctest: +SKIP
-    ...     run_the_night()
+    >>> with exclusive_lock("data/evolve.lock", {"profile": "demo"}, "another evolve run"):
+    ...     with exclusive_lock("data/evolve.lock", {"profile": "ci"}, "another evolve run"):
+    ...         pass
+    Traceback (most recent call last):
+    pitools.errors.LockHeld: another evolve run holds the lock 'data/evolve.lock' (pid ..., started ...)...
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,9 @@ message itself the cost.
 
 Example
 -------
+>>> from pitools.config import project_root
 >>> from pitools.params_yaml import load_params_yaml
->>> load_params_yaml("params/strategies.yaml")["optimizer"]     # doctest: +SKIP
+>>> load_params_yaml(project_root() / "params" / "strategies.yaml")["optimizer"]
 'TwoPointsDE'
 """
 

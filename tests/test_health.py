@@ -157,3 +157,15 @@ def test_pitools_check_exit_codes(tmp_path, demo_store):
     out = run_cli(*args, "--allow-missed", "100000")
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.rstrip().endswith("ready") and "OK    data" in out.stdout
+
+
+def test_cpu_temperature_from_psutil_by_default(profile, tmp_path):
+    """Without `thermal_root` the sensors are psutil's: the check is there exactly when psutil
+    reads a temperature, and it shows the hottest."""
+    import psutil
+
+    readings = [t.current for ts in getattr(psutil, "sensors_temperatures", dict)().values() for t in ts if t.current]
+    checks = by_name(check(profile, store=tmp_path / "none"))
+    assert ("temperature" in checks) == bool(readings)
+    if readings:
+        assert f"{max(readings):.1f} °C" in checks["temperature"].detail

@@ -354,7 +354,7 @@ def fake_run(outputs: Path, name: str, night: str, status: str, started: str) ->
 
 
 def test_retention_keeps_the_last_nights_and_always_the_newest_successful_one(tmp_path):
-    from pitools.box.nightly import _retention
+    from pitools.box.nightly.retention import _retention
 
     out = tmp_path / "out"
     fake_run(out, "2026-11-02", "2026-11-02", "ok", "2026-11-02T22:00:00")

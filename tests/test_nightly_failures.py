@@ -285,7 +285,7 @@ def test_a_killed_nights_kernel_that_still_holds_the_evolve_lock_is_stopped_by_t
     import sys
 
     from pitools.locks import LockHeld, exclusive_lock, read_holder
-    from pitools.box.nightly import _stop_leftovers
+    from pitools.box.nightly.watch import _stop_leftovers
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a runner pid that no longer exists

@@ -17,7 +17,7 @@ failed, 1 otherwise.
   loaded, against the profile's ``memory_budget_mb``, and that budget against the memory
   the machine has available (RSS terms, never virtual size).
 * numba — the compiled kernels are in the cache (a cold cache makes the night compile).
-* temperature — on a Pi, ``/sys/class/thermal``; skipped where there is none.
+* temperature — the hottest sensor psutil reads (on a Pi, the SoC); skipped where there is none.
 
 >>> report = check(load_profile("demo"))           # doctest: +SKIP
 >>> print(report.text()); report.ok                # doctest: +SKIP
@@ -25,10 +25,13 @@ failed, 1 otherwise.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+
+import psutil
 
 from pitools.config import Profile
 from pitools.kernels import cache_dir
@@ -164,8 +167,6 @@ def _memory(profile: Profile, store_dir: Path) -> Check:
 
 
 def _numba(cache_dir: Path) -> Check:
-    import os
-
     env = os.environ.get("NUMBA_CACHE_DIR")  # where numba really caches when it is set
     where = Path(env) if env else cache_dir
     if not where.exists():
@@ -176,13 +177,19 @@ def _numba(cache_dir: Path) -> Check:
     return Check("numba", OK, f"compiled kernels cached in {where} ({len(list(where.rglob('*.nbc')))} files)")
 
 
-def _temperature(thermal_root: Path) -> Check | None:
-    temps = []
-    for zone in sorted(thermal_root.glob("thermal_zone*/temp")):
-        try:
-            temps.append(int(zone.read_text().strip()) / 1000.0)
-        except (OSError, ValueError):
-            continue
+def _temperature(thermal_root: Path | None) -> Check | None:
+    """The hottest sensor: psutil's (hwmon and thermal zones) or, with `thermal_root`, that
+    sysfs tree's ``thermal_zone*/temp``; None where there is none (a VM, a Mac)."""
+    if thermal_root is None:
+        sensors = getattr(psutil, "sensors_temperatures", dict)()  # not on macOS/Windows
+        temps = [t.current for readings in sensors.values() for t in readings if t.current]
+    else:
+        temps = []
+        for zone in sorted(thermal_root.glob("thermal_zone*/temp")):
+            try:
+                temps.append(int(zone.read_text().strip()) / 1000.0)
+            except (OSError, ValueError):
+                continue
     if not temps:
         return None
     hottest = max(temps)
@@ -192,7 +199,7 @@ def _temperature(thermal_root: Path) -> Check | None:
 
 def check(profile: Profile, store=None, db=None, now: datetime | None = None, night=None,
           allowed_missed: int | None = None, min_free_mb: float = 1024.0,
-          thermal_root: str | Path = "/sys/class/thermal") -> Report:
+          thermal_root: str | Path | None = None) -> Report:
     """Every readiness check for `profile` and `night` (default: the last NYSE session closed by
     `now`); the one verdict ``pitools check`` prints and ``01_data`` shows.
 
@@ -209,7 +216,7 @@ def check(profile: Profile, store=None, db=None, now: datetime | None = None, ni
     checks = [_data(store_dir, night, allowed), _store(store_dir), _database(db_path),
               _disk(profile.data_dir, min_free_mb), _memory(profile, store_dir), _numba(cache_dir())]
     report = Report([c for c in checks if c is not None])
-    temp = _temperature(Path(thermal_root))
+    temp = _temperature(Path(thermal_root) if thermal_root is not None else None)
     if temp is not None:
         report.checks.append(temp)
     return report

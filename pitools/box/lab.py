@@ -32,11 +32,13 @@ to accept either.
 
 Example
 -------
+Not run as tests (they write the token and start a server; the tests do that in a folder of their own):
+
 >>> from pitools.config import load_profile
->>> cfg = lab_config(load_profile("demo"), port=8888)          # doctest: +SKIP
->>> cfg.url                                                    # doctest: +SKIP
+>>> cfg = lab_config(load_profile("demo"), port=8888)  # doctest: +SKIP
+>>> cfg.url  # doctest: +SKIP
 'http://127.0.0.1:8888/lab?token=…'
->>> run_lab(cfg)                                               # doctest: +SKIP
+>>> run_lab(cfg)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ import hashlib
 import ipaddress
 import json
 import os
+import secrets
 import socket
 import stat
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,8 +135,6 @@ def _token(token_file: Path) -> str:
     except FileExistsError:
         pass
     else:
-        import secrets
-
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(32) + "\n")
             fh.flush()
@@ -168,8 +170,9 @@ def _write_private_json(path: Path, data: dict) -> None:
 def lan_addresses(family: int = socket.AF_INET) -> list[str]:
     """This machine's non-loopback addresses (best effort; ``[]`` when none are found).
 
-    >>> lan_addresses()                                     # doctest: +SKIP
-    ['192.168.1.42']
+    >>> addresses = lan_addresses()                  # e.g. ['192.168.1.42']
+    >>> any(a.startswith("127.") for a in addresses)  # never loopback
+    False
     """
     found: list[str] = []
     try:
@@ -229,8 +232,8 @@ def lab_config(profile: Profile, ip: str = "127.0.0.1", port: int = 8888,
 
     Example
     -------
-    >>> cfg = lab_config(load_profile("ci"), ip="0.0.0.0", port=8888)   # doctest: +SKIP
-    >>> os.execve(cfg.argv[0], cfg.argv, cfg.env)                         # doctest: +SKIP
+    >>> cfg = lab_config(load_profile("ci"), ip="0.0.0.0", port=8888)  # doctest: +SKIP
+    >>> os.execve(cfg.argv[0], cfg.argv, cfg.env)  # doctest: +SKIP
     """
     address = _check_ip(ip)
     port = check_int("port", port, 1, 65535)
@@ -326,7 +329,7 @@ def run_lab(config: LabConfig, *, show_token: bool | None = None, replace_proces
 
     Example
     -------
-    >>> run_lab(lab_config(load_profile("demo")))          # doctest: +SKIP
+    >>> run_lab(lab_config(load_profile("demo")))  # doctest: +SKIP
     """
     if show_token is None:
         show_token = sys.stdout.isatty()
@@ -344,6 +347,5 @@ def run_lab(config: LabConfig, *, show_token: bool | None = None, replace_proces
         # exec, not a child: systemd (Type=exec) then signals and tracks the server itself
         os.execve(config.argv[0], config.argv, config.env)
         return 0  # not reached, unless execve is replaced (tests)
-    import subprocess
 
     return subprocess.run(config.argv, env=config.env).returncode

@@ -180,8 +180,8 @@ def render_units(profile: Profile, user_mode: bool = False, user: str | None = N
     Example
     -------
     >>> from pitools.config import load_profile
-    >>> units = render_units(load_profile("ci"), user_mode=True, lab_port=9999)   # doctest: +SKIP
-    >>> "MemoryMax=3300M" in units["pitools-nightly.service"]                   # doctest: +SKIP
+    >>> units = render_units(load_profile("ci"), user_mode=True, lab_port=9999)
+    >>> "MemoryMax=3300M" in units["pitools-nightly.service"]
     True
     """
     lab_port = check_int("lab_port", lab_port, 1, 65535, error=ServiceError)
@@ -326,7 +326,7 @@ def install_services(profile: Profile, user_mode: bool = False, dry_run: bool = 
     Example
     -------
     >>> from pitools.config import load_profile
-    >>> print(install_services(load_profile("pi_safe"), user_mode=True, dry_run=True))  # doctest: +SKIP
+    >>> print(install_services(load_profile("pi_safe"), user_mode=True, dry_run=True))
     # ---- pitools-nightly.service
     ...
     """

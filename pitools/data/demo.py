@@ -254,7 +254,9 @@ def make_demo_store(path: str | os.PathLike, n_symbols: int = 100, years: int = 
     Example
     -------
     >>> import pitools as pt
-    >>> store = pt.make_demo_store("/tmp/pt-demo", n_symbols=20, years=2, seed=7)  # doctest: +SKIP
+    >>> store = pt.make_demo_store("demo/store", n_symbols=20, years=2, seed=7, end="2026-11-20")
+    >>> len(store.symbols()), store.symbols("index"), str(store.last_date.date())
+    (20, ['^GSPC', '^VIX'], '2026-11-20')
     """
     _check_args(n_symbols, years, seed)
     root = os.fspath(path)

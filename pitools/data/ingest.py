@@ -199,8 +199,13 @@ def ingest(sources: Iterable[str | os.PathLike] | str | os.PathLike, store: str 
 
     Example
     -------
-    >>> report = ingest(["downloads/"], "data/store")   # doctest: +SKIP
-    >>> print(report.summary())                         # doctest: +SKIP
+    >>> import os, pandas as pd, pitools as pt
+    >>> os.makedirs("downloads")
+    >>> pd.DataFrame({"Date": ["2026-11-19", "2026-11-20"], "Open": [10, 10.5], "High": [11, 12], "Low": [9.5, 10],
+    ...               "Close": [10.5, -1], "Volume": [1000, 1200]}).to_csv("downloads/ACME.csv", index=False)
+    >>> report = ingest(["downloads/"], pt.Store.create("mine/store").root)
+    >>> report.new_rows, report.files[0].status, report.files[0].rows_rejected   # the bad close is quarantined
+    (1, 'partial', 1)
     """
     if fmt not in FORMATS:
         raise DataError(f"`format` = {fmt!r} is not supported.{did_you_mean(fmt, FORMATS)} "

@@ -84,8 +84,9 @@ class Store:
 
     Example
     -------
-    >>> store = Store.open("data/store")          # doctest: +SKIP
-    >>> store.symbols()[:3], store.first_date, store.last_date   # doctest: +SKIP
+    >>> store = Store.open("data/store")
+    >>> len(store.symbols()), str(store.first_date.date()), str(store.last_date.date())
+    (8, '2023-11-21', '2026-11-20')
     """
 
     def __init__(self, root: str | os.PathLike, manifest: dict):

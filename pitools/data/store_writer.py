@@ -12,7 +12,7 @@ A :class:`StoreWriter` comes from :meth:`Store.writer() <pitools.data.store.Stor
 ...                                    "open": 10.0, "high": 11.0, "low": 9.5, "close": 10.5, "volume": 1e6}))
 ...     store = w.commit()
 >>> added, store.symbols(), store.n_rows
-({'ACME': 2}, ['ACME'], 2)
+({'new': 2, 'replaced': 0}, ['ACME'], 2)
 """
 
 from __future__ import annotations
@@ -138,9 +138,15 @@ class StoreWriter:
 
     Example
     -------
-    >>> with pt.Store.create("data/store").writer() as w:     # doctest: +SKIP
-    ...     w.upsert(frame)          # long frame: symbol, date, open, high, low, close, volume
-    ...     w.commit()
+    >>> import pandas as pd, pitools as pt
+    >>> frame = pd.DataFrame({"symbol": "ACME", "date": ["2026-11-19", "2026-11-20"],  # long bars
+    ...                       "open": 10.0, "high": 11.0, "low": 9.5, "close": 10.5, "volume": 1e6})
+    >>> with pt.Store.create("new/store").writer() as w:
+    ...     w.upsert(frame)
+    ...     store = w.commit()
+    {'new': 2, 'replaced': 0}
+    >>> store.n_rows
+    2
     """
 
     def __init__(self, store):

@@ -279,8 +279,11 @@ def backtest(strategy: str, panel: Panel, params: Mapping | None = None, *, fill
 
     Example
     -------
-    >>> res = pt.backtest("sma_cross", panel, {"fast": 10, "slow": 30}, fees=0.001)   # doctest: +SKIP
-    >>> res.portfolio["sharpe"], res.stats.head()                                    # doctest: +SKIP
+    >>> res = pt.backtest("sma_cross", panel, {"fast": 10, "slow": 30}, fees=0.001)
+    >>> res.stats.shape, list(res.stats.columns[:3])        # one row per symbol
+    ((8, 11), ['total_return', 'cagr', ...])
+    >>> bool(0 <= res.portfolio["max_drawdown"] <= 1)      # the deepest fall, a fraction
+    True
     """
     spec = _strategies.get(strategy)
     checked = spec.validate(params)

@@ -1,10 +1,10 @@
 """The strategy registry: eight strategies, each a signal kernel plus its parameter space.
 
 >>> import pitools as pt
->>> pt.strategies.names()                                  # doctest: +SKIP
+>>> pt.strategies.names()
 ['sma_cross', 'macd', 'rsi_reversion', 'bollinger_reversion', 'donchian_breakout',
  'atr_breakout', 'ts_momentum', 'xs_momentum']
->>> pt.strategies.get("sma_cross").space["fast"]           # doctest: +SKIP
+>>> pt.strategies.get("sma_cross").space["fast"]
 Param(kind='int', low=2, high=100, default=10)
 
 The signal kernels live in :mod:`pitools.kernels.signals` (numba); this module only holds

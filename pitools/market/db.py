@@ -15,8 +15,9 @@ Version 1 also upgrades the old system's database in place: its ``signals`` tabl
 ``created_at`` and ``strategy_name`` and no ``timestamp``/``strategy`` nor index; the
 columns are added and filled from the old ones (the old columns stay: nothing is lost).
 
->>> db = pt.open_trades_db("data/trades.db")                 # doctest: +SKIP
->>> db.signals("2026-11-24")                                 # doctest: +SKIP
+>>> db = pt.open_trades_db("data/trades.db")
+>>> list(db.signals("2026-11-24").columns)     # a new database: no signals yet
+['session', 'symbol', 'strategy', 'side', 'strength', 'params', 'regime', 'run_id', 'timestamp']
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ signal stays flat). The rows go to ``signals`` in trades.db for the
 next NYSE session — replacing that session's rows of those strategies, so rerunning a
 night never duplicates them.
 
->>> rows = next_session_signals(panel, "sma_cross", {"fast": 10, "slow": 30})   # doctest: +SKIP
+>>> rows = next_session_signals(panel, "sma_cross", {"fast": 10, "slow": 30})
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def best_params(data_dir: str | Path, strategy: str, night=None) -> tuple[dict, 
     night after a run dated in the future, uses what was known that night. Default:
     every night in the log.
 
-    >>> params, where = best_params("data", "sma_cross", night="2026-11-20")   # doctest: +SKIP
+    >>> params, where = best_params("data", "sma_cross", night="2026-11-20")
     """
     path = Path(data_dir) / "evolve" / strategy / LOG_NAME
     records = [r for r in read_evaluations(path, night=night) if r["fitness"] is not None]

@@ -9,8 +9,8 @@ Every chart is a pure function: data in, a ``plotly.graph_objects.Figure`` out (
 shown, nothing read from disk), so the notebooks stay short and the charts are tested on
 small synthetic input.
 
->>> fig = regime_chart(spx, labels, order=model.regimes)        # doctest: +SKIP
->>> fig.show()                                                 # doctest: +SKIP
+>>> fig = regime_chart(spx, labels, order=model.regimes)
+>>> fig.show()
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def regime_chart(index: pd.Series, labels: pd.Series, order: Sequence[str] | Non
 
     Example
     -------
-    >>> regime_chart(spx, model.predict(vix, spx), order=model.regimes).show()   # doctest: +SKIP
+    >>> regime_chart(spx, model.predict(vix, spx), order=model.regimes).show()
     """
     import plotly.graph_objects as go
 
@@ -166,7 +166,7 @@ def convergence_chart(history: pd.DataFrame) -> "go.Figure":
 
     Example
     -------
-    >>> convergence_chart(report.history).show()      # doctest: +SKIP
+    >>> convergence_chart(report.history).show()
     """
     import plotly.graph_objects as go
 
@@ -246,7 +246,7 @@ def param_heatmap(evals: pd.DataFrame, strategies: Sequence[str] | None = None, 
 
     Example
     -------
-    >>> param_heatmap(evals[evals.night == report.night]).show()     # doctest: +SKIP
+    >>> param_heatmap(evals[evals.night == report.night]).show()
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -329,7 +329,7 @@ def equity_chart(curves: pd.DataFrame | Mapping[str, pd.Series], oos_start=None,
 
     Example
     -------
-    >>> equity_chart({"sma_cross": portfolio_equity(res.portfolio_returns, panel.dates)}).show()  # doctest: +SKIP
+    >>> equity_chart({"sma_cross": portfolio_equity(res.portfolio_returns, panel.dates)}).show()
     """
     import plotly.graph_objects as go
 
@@ -385,7 +385,7 @@ def leaderboard_table(leaderboard: pd.DataFrame) -> pd.DataFrame:
 
     Example
     -------
-    >>> leaderboard_table(report.leaderboard)          # doctest: +SKIP
+    >>> leaderboard_table(report.leaderboard)
     """
     lb = leaderboard.sort_values("fitness", ascending=False, na_position="last")
     out = pd.DataFrame({

@@ -8,8 +8,8 @@ text (``text/plain``, what a terminal and the tests read). The index is shown on
 something (a named index, or labels such as strategy names), never as a bare 0..n counter. A table
 capped on purpose says so above its rows: "first 50 of 312 flips".
 
->>> table(signals[["strategy", "symbol", "side"]])          # the last line of a cell  # doctest: +SKIP
->>> display(table(flips, limit=50, what="flips"))           # doctest: +SKIP
+>>> table(signals[["strategy", "symbol", "side"]])          # the last line of a cell
+>>> display(table(flips, limit=50, what="flips"))
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ How the log stays readable:
 * **A failed append** (disk full) is rolled back to the log's size before it, so a half
   generation is never left behind; the error is raised for the caller to report.
 
->>> records = read_evaluations("data/evolve/sma_cross/evaluations.jsonl", night="2026-11-20")  # doctest: +SKIP
+>>> records = read_evaluations("data/evolve/sma_cross/evaluations.jsonl", night="2026-11-20")
 """
 
 from __future__ import annotations

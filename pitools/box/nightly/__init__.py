@@ -30,19 +30,10 @@ trades.db row and the index — each its own step — still say `failed`, not `r
 
 # The package: notebooks (the list), watch (process tree, limits), lock, record (run.json),
 # space, retention, execute (one notebook), run (run_nightly), failure (the OnFailure hook).
-from pitools.box.nightly.execute import (_cells_seconds, _cut, _error_of, _ipc_kernel_manager, _read_output,
-                                         _run_notebook, _socket_dir, _stand_in)
 from pitools.box.nightly.failure import mark_failed
-from pitools.box.nightly.lock import OUTPUTS_LOCK, _nightly_lock
-from pitools.box.nightly.notebooks import (NIGHTLY_FILE, STANDARD_PARAMETERS, NotebookSpec, _check_parameters,
-                                           _entry, load_nightly)
-from pitools.box.nightly.record import RunRecord, _describe, _mark_interrupted, _now, _run_dir, _versions
-from pitools.box.nightly.retention import _retention
-from pitools.box.nightly.run import (_attempt, _check_data_dir, _check_outputs, _close_run, _detach_log,
-                                     _finish_db_run, _papermill_log, _run_notebooks, _RunLog, _save_progress,
-                                     _sigterm_as_interrupt, _start_db_run, _stopped, run_nightly)
-from pitools.box.nightly.space import RESERVE_BYTES, RESERVE_NAME, _release_space, _reserve_space
-from pitools.box.nightly.watch import _alive, _KernelWatch, _kill, _stop_leftovers, descendants
+from pitools.box.nightly.notebooks import STANDARD_PARAMETERS, NotebookSpec, load_nightly
+from pitools.box.nightly.record import RunRecord
+from pitools.box.nightly.run import run_nightly
 from pitools.errors import NightlyError, NightlyLocked
 
 __all__ = ["NightlyError", "NightlyLocked", "NotebookSpec", "RunRecord", "load_nightly", "run_nightly",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -156,7 +157,6 @@ def _socket_dir(data_dir: Path) -> Path:
     """A private folder for the kernels' sockets, one per data directory: the run holds its
     lock, so whatever a killed run left there is stale and goes. Short, under the temp dir:
     a unix socket path may not exceed 107 bytes."""
-    import hashlib
 
     tag = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:12]
     path = Path(tempfile.gettempdir()) / f"pitools-kernels-{os.getuid()}-{tag}"

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 from pitools.box.nightly.lock import OUTPUTS_LOCK, _nightly_lock
@@ -28,7 +29,6 @@ def mark_failed(outputs: str | Path, unit: str = "pitools-nightly.service", resu
                            for k in ("MONITOR_SERVICE_RESULT", "MONITOR_EXIT_CODE", "MONITOR_EXIT_STATUS")
                            if os.environ.get(k))
     if result is None and shutil.which("systemctl"):
-        import subprocess
 
         with contextlib.suppress(Exception):
             shown = subprocess.run(["systemctl", "show", unit, "-p", "Result", "-p", "ExecMainStatus"],

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from pitools.box.nightly.space import RESERVE_NAME
@@ -73,8 +74,6 @@ def _now() -> str:
 
 
 def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": sys.version.split()[0]}
     for pkg in ("pitools", "numpy", "pandas", "numba", "pyarrow", "papermill", "nbconvert", "ipykernel", "plotly",
                 "nevergrad", "scikit-learn", "hmmlearn", "exchange-calendars"):

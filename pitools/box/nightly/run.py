@@ -152,11 +152,7 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
         run_dir = _run_dir(outputs, night)
         base = {"profile": profile.name, "overrides": list(overrides), "night": night, "store": str(store_dir),
                 "run_dir": str(run_dir), "run_id": run_id}
-        rec = RunRecord(night=night, profile=profile.name, run_dir=run_dir, started_at=_now(),
-                        parameters={"profile_values": {k: str(v) for k, v in dataclasses.asdict(profile).items()},
-                                    **base},
-                        overrides=list(overrides), versions=_versions(), run_id=run_id,
-                        notebooks=[{"name": s.name, "status": "pending", "needs": list(s.needs)} for s in specs])
+        rec = _new_record(profile, specs, base, overrides)
         t0 = time.perf_counter()
         deadline = t0 + 60.0 * profile.nightly_timeout_min  # the whole run's limit, systemd or not
         handler = sock_dir = None
@@ -182,13 +178,28 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
                 raise NightlyError(f"nightly {night} stopped: {rec.error}") from None
             raise
         finally:
-            rec.duration_s = round(time.perf_counter() - t0, 3)
-            rec.finished_at = _now()
-            _close_run(rec, outputs, profile.db_path, profile.keep_nights)
-            _detach_log(handler)
-            if sock_dir is not None:
-                shutil.rmtree(sock_dir, ignore_errors=True)
+            _end_run(rec, time.perf_counter() - t0, outputs, profile, handler, sock_dir)
     return rec
+
+
+def _new_record(profile: Profile, specs: list[NotebookSpec], base: dict, overrides) -> RunRecord:
+    """The run's record before its first notebook: every notebook pending."""
+    return RunRecord(night=base["night"], profile=profile.name, run_dir=Path(base["run_dir"]), started_at=_now(),
+                     parameters={"profile_values": {k: str(v) for k, v in dataclasses.asdict(profile).items()},
+                                 **base},
+                     overrides=list(overrides), versions=_versions(), run_id=base["run_id"],
+                     notebooks=[{"name": s.name, "status": "pending", "needs": list(s.needs)} for s in specs])
+
+
+def _end_run(rec: RunRecord, took_s: float, outputs: Path, profile: Profile, handler, sock_dir: Path | None) -> None:
+    """Whatever ended the run: its record, trades.db row, index and retention closed
+    (:func:`_close_run`), the log handler detached, the kernels' socket folder removed."""
+    rec.duration_s = round(took_s, 3)
+    rec.finished_at = _now()
+    _close_run(rec, outputs, profile.db_path, profile.keep_nights)
+    _detach_log(handler)
+    if sock_dir is not None:
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def _start_db_run(db_path: Path, night: str, profile: str) -> int:

@@ -1,17 +1,36 @@
 """The market-regime model: VIX and S&P 500 → regimes named from what they are, one per session.
 
+On the demo store (``pitools demo-data``: three synthetic years of bars and indices):
+
 >>> import pitools as pt
->>> vix, spx = pt.load_series("data/store", "^VIX"), pt.load_series("data/store", "^GSPC")  # doctest: +SKIP
->>> model = pt.regime.train(vix, spx)                                # doctest: +SKIP
->>> model.regimes                                                    # doctest: +SKIP
-('calm_bull', 'volatile_bull', 'volatile', 'crisis')
->>> model.describe()                                                 # doctest: +SKIP
->>> labels = model.predict(vix, spx)                                 # doctest: +SKIP
->>> codes = model.codes(vix, spx, index=panel.dates)                 # doctest: +SKIP
->>> calm = model.codes_of(model.regimes[:2])                         # doctest: +SKIP
->>> pt.backtest("sma_cross", panel, regime_filter=(codes, calm))     # doctest: +SKIP
->>> model.save("data/regime.json")                                   # doctest: +SKIP
->>> model = pt.regime.load("data/regime.json")                       # doctest: +SKIP
+>>> vix, spx = pt.load_series("data/store", "^VIX"), pt.load_series("data/store", "^GSPC")
+>>> model = pt.regime.train(vix, spx)
+>>> model.regimes
+('calm_bull', 'volatile_bull', 'bear', 'stressed_bull')
+>>> model.describe()[["weight", "vix", "ret", "drawdown", "expected_spell"]].round(2)
+               weight    vix   ret  drawdown  expected_spell
+regime
+calm_bull        0.41  15.61  0.02     -0.01           74.72
+volatile_bull    0.34  23.43  0.03     -0.03           40.74
+bear             0.09  38.64 -0.05     -0.14           22.71
+stressed_bull    0.16  51.26  0.11     -0.04           28.91
+>>> labels = model.predict(vix, spx)
+>>> str(labels.iloc[-1]), len(labels), len(vix)  # the first 20 S&P 500 sessions only warm the features up
+('bear', 733, 753)
+>>> codes = model.codes(vix, spx, index=panel.dates)
+>>> calm = model.codes_of(model.regimes[:2])
+>>> calm
+frozenset({0, 1})
+>>> pt.backtest("sma_cross", panel, regime_filter=(codes, calm))  # flat outside calm_bull and volatile_bull
+<BacktestResult sma_cross {...} on 8 symbols: portfolio sharpe 0.25, total return +6.7%, 79.0 trades>
+>>> model.save("data/regime.json")
+PosixPath('data/regime.json')
+>>> pt.regime.load("data/regime.json").predict(vix, spx).equals(labels)
+True
+
+The demo's VIX follows its index's volatility, not the direction of its moves, so its most
+stressed regime (VIX 51) rose on average (``stressed_bull``) and the falling market in a real
+drawdown (−14 % from the high) is ``bear``; on real markets the names differ (below).
 
 The model
 ---------

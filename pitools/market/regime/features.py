@@ -119,8 +119,18 @@ def features(vix, sp500, window: int = 20, high_window: int = 252) -> pd.DataFra
 
     Example
     -------
-    >>> f = pt.regime.features(vix, spx)          # doctest: +SKIP
-    >>> f.dropna().describe()                     # doctest: +SKIP
+    >>> f = pt.regime.features(vix, spx)
+    >>> f.iloc[19:22].round(3)  # the 21st S&P 500 close is the first with a 20-session return
+                log_vix    ret  log_rvol  drawdown
+    date
+    2023-12-19    2.730    NaN       NaN    -0.010
+    2023-12-20    2.799  0.007    -2.087    -0.003
+    2023-12-21    2.705  0.016    -2.129    -0.003
+    >>> f.dropna().agg(["mean", "min", "max"]).round(2)  # drawdown ≤ 0: 0 at a new high
+          log_vix   ret  log_rvol  drawdown
+    mean     3.13  0.03     -1.66     -0.04
+    min      2.31 -0.15     -2.72     -0.21
+    max      4.45  0.34     -0.32      0.00
     """
     window = _int("window", window, 2, 260)
     high_window = _int("high_window", high_window, window, 2520)

@@ -2,7 +2,17 @@
 (:func:`fit_or_update`, :func:`refit_reason`), and what 02_regime shows of it
 (:func:`current_regime`, :func:`regime_table`).
 
->>> model, why = fit_or_update(regime_model_path(prof), vix, spx, refit_every_days=7)   # doctest: +SKIP
+A night's run keeps the model at ``regime_model_path(profile)``; here a file under ``data/``:
+
+>>> vix, spx = index_series("data/store")
+>>> model, why = fit_or_update("data/regime/model.json", vix, spx, refit_every_days=7)
+>>> print(why)
+fitted a new model on 2023-12-20..2026-11-20 (733 sessions), because there is no model at 'data/regime/model.json'
+>>> model, why = fit_or_update("data/regime/model.json", vix, spx, refit_every_days=7)  # the next run: reused
+>>> print(why)
+loaded the model trained on 2023-12-20..2026-11-20 (733 sessions)
+>>> current_regime(model.predict(vix, spx))
+{'regime': 'bear', 'session': '2026-11-20', 'since': '2026-09-14', 'sessions': 50}
 """
 
 from __future__ import annotations
@@ -22,7 +32,14 @@ GROWTH_REFIT = 1.25  # refit when the sessions the model could learn from grew b
 
 
 def regime_model_path(profile) -> Path:
-    """Where the regime model of `profile` lives: ``<data_dir>/regime/model.json``."""
+    """Where the regime model of `profile` lives: ``<data_dir>/regime/model.json``.
+
+    Example
+    -------
+    >>> from pitools.config import load_profile
+    >>> regime_model_path(load_profile("demo", overrides={"data_dir": "/srv/pitools"}))
+    PosixPath('/srv/pitools/regime/model.json')
+    """
     return Path(profile.data_dir) / "regime" / "model.json"
 
 
@@ -33,6 +50,12 @@ def index_series(store, end=None) -> tuple[pd.Series, pd.Series]:
     ------
     DataError
         Naming the missing series and how to get them, when the store lacks either.
+
+    Example
+    -------
+    >>> vix, spx = index_series("data/store", end="2026-11-06")
+    >>> vix.name, spx.name, str(vix.index[-1].date()), len(vix) == len(spx)
+    ('^VIX', '^GSPC', '2026-11-06', True)
     """
     from pitools.data import Store, load_series
 
@@ -53,6 +76,16 @@ def refit_reason(model, vix: pd.Series, spx: pd.Series, refit_every_days: int = 
     calendar days after the model's training data ends, when the sessions it could learn
     from grew by :data:`GROWTH_REFIT` or more (a backfilled history), or when it was trained
     on sessions after the data's last one (an earlier night re-run: no lookahead).
+
+    Example
+    -------
+    >>> model = pt.regime.train(*index_series("data/store", end="2026-11-06"))  # trained two weeks ago
+    >>> print(refit_reason(model, vix, spx))
+    it was trained up to 2026-11-06, 14 days before 2026-11-20 (> 7 days)
+    >>> print(refit_reason(model, vix, spx, refit_every_days=30))
+    None
+    >>> print(refit_reason(pt.regime.train(vix, spx), vix[:"2026-11-06"], spx[:"2026-11-06"]))
+    it was trained up to 2026-11-20, after the data's last session 2026-11-06
     """
     from pitools.market.regime.features import features
     from pitools.market.regime.model import train
@@ -101,7 +134,17 @@ def fit_or_update(path, vix: pd.Series, spx: pd.Series, refit_every_days: int = 
 
     Example
     -------
-    >>> model, why = fit_or_update("data/regime/model.json", vix, spx)     # doctest: +SKIP
+    >>> old_vix, old_spx = index_series("data/store", end="2026-11-06")
+    >>> model, why = fit_or_update("data/regime/model.json", old_vix, old_spx)
+    >>> print(why)
+    fitted a new model on 2023-12-20..2026-11-06 (723 sessions), because there is no model at 'data/regime/model.json'
+    >>> model, why = fit_or_update("data/regime/model.json", vix, spx)  # two weeks later: too old
+    >>> print(why)
+    fitted a new model on 2023-12-20..2026-11-20 (733 sessions), because it was trained up to 2026-11-06,
+    14 days before 2026-11-20 (> 7 days)
+    >>> model, why = fit_or_update("data/regime/model.json", vix, spx)
+    >>> print(why)
+    loaded the model trained on 2023-12-20..2026-11-20 (733 sessions)
     """
     from pitools.market.regime.features import features
     from pitools.market.regime.model import train
@@ -133,6 +176,16 @@ def current_regime(labels: pd.Series) -> dict | None:
     """The last label, since when it holds and how many sessions: ``{regime, session, since, sessions}``.
 
     `labels` is a regime per session (``model.predict`` or trades.db ``regimes``); None if empty.
+
+    Example
+    -------
+    >>> labels = pt.regime.train(vix, spx).predict(vix, spx)
+    >>> current_regime(labels)
+    {'regime': 'bear', 'session': '2026-11-20', 'since': '2026-09-14', 'sessions': 50}
+    >>> current_regime(labels[:"2026-06-30"])
+    {'regime': 'stressed_bull', 'session': '2026-06-30', 'since': '2026-06-02', 'sessions': 20}
+    >>> print(current_regime(labels[:0]))
+    None
     """
     labels = labels.dropna().sort_index()
     if labels.empty:
@@ -159,6 +212,21 @@ def regime_table(model, labels: pd.Series) -> pd.DataFrame:
     pandas.DataFrame
         One row per regime, calmest first: share of the training data, the component's mean
         VIX, trailing return, realised volatility and drawdown, sessions labelled.
+
+    Example
+    -------
+    >>> model = pt.regime.train(vix, spx)
+    >>> t = regime_table(model, model.predict(vix, spx))
+    >>> list(t.columns)
+    ['share of training (%)', 'VIX (level)', '20-session return (%)', 'realised volatility (% ann.)',
+     'drawdown from high (%)', 'sessions labelled']
+    >>> t[["VIX (level)", "drawdown from high (%)", "sessions labelled"]]
+                   VIX (level)  drawdown from high (%)  sessions labelled
+    regime
+    calm_bull             15.6                    -1.4                300
+    volatile_bull         23.4                    -3.2                247
+    bear                  38.6                   -14.0                 68
+    stressed_bull         51.3                    -4.1                118
     """
     d = model.describe()
     counts = labels.astype(str).value_counts().reindex(d.index, fill_value=0)

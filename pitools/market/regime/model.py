@@ -196,7 +196,18 @@ class RegimeModel:
 
         Example
         -------
-        >>> model.probabilities(vix, spx).tail()      # doctest: +SKIP
+        >>> model = pt.regime.train(vix, spx)
+        >>> p = model.probabilities(vix, spx)
+        >>> p.tail(3).round(3)
+                    calm_bull  volatile_bull   bear  stressed_bull
+        date
+        2026-11-18        0.0            0.0  0.998          0.002
+        2026-11-19        0.0            0.0  1.000          0.000
+        2026-11-20        0.0            0.0  1.000          0.000
+        >>> bool(np.allclose(p.sum(axis=1), 1.0))  # a distribution over the regimes on each session
+        True
+        >>> bool((p.idxmax(axis=1) == model.predict(vix, spx).astype(str)).all())  # a label: the most probable
+        True
         """
         index, proba = self._filtered(vix, sp500)
         return pd.DataFrame(proba, index=index, columns=list(self.regimes))
@@ -225,8 +236,28 @@ class RegimeModel:
 
         Example
         -------
-        >>> labels = model.predict(vix, spx)          # doctest: +SKIP
-        >>> labels.value_counts()                     # doctest: +SKIP
+        >>> model = pt.regime.train(vix, spx)
+        >>> labels = model.predict(vix, spx)
+        >>> labels.tail(3)
+        date
+        2026-11-18    bear
+        2026-11-19    bear
+        2026-11-20    bear
+        Name: regime, dtype: category
+        Categories (4, ...): ['calm_bull' < 'volatile_bull' < 'bear' < 'stressed_bull']
+        >>> labels.index[0].date(), vix.index[0].date()  # the first 20 S&P 500 sessions have no label
+        (datetime.date(2023, 12, 20), datetime.date(2023, 11, 21))
+        >>> labels.value_counts(sort=False)
+        regime
+        calm_bull        300
+        volatile_bull    247
+        bear              68
+        stressed_bull    118
+        Name: count, dtype: int64
+        >>> round(float((labels >= "bear").mean()), 2)  # ordered: the share of bear or more stressed sessions
+        0.25
+        >>> model.predict(vix[:"2025-06-30"], spx[:"2025-06-30"]).equals(labels[:"2025-06-30"])  # no lookahead
+        True
         """
         codes = self._codes(vix, sp500)
         cat = pd.Categorical.from_codes(codes.to_numpy(), categories=list(self.regimes), ordered=True)
@@ -250,8 +281,19 @@ class RegimeModel:
 
         Example
         -------
-        >>> codes = model.codes(vix, spx, index=panel.dates)                     # doctest: +SKIP
-        >>> pt.backtest("sma_cross", panel, regime_filter=(codes, model.codes_of(model.regimes[0])))  # doctest: +SKIP
+        >>> model = pt.regime.train(vix, spx)
+        >>> codes = model.codes(vix, spx, index=panel.dates)
+        >>> codes.iloc[18:22]  # UNKNOWN until the features are defined
+        date
+        2023-12-18   -1
+        2023-12-19   -1
+        2023-12-20    0
+        2023-12-21    0
+        Name: regime_code, dtype: int64
+        >>> len(codes) == panel.n_bars
+        True
+        >>> pt.backtest("sma_cross", panel, regime_filter=(codes, model.codes_of(model.regimes[0])))
+        <BacktestResult sma_cross {...} on 8 symbols: portfolio sharpe 0.05, total return +0.3%, 53.0 trades>
         """
         codes = self._codes(vix, sp500)
         if index is None:
@@ -274,8 +316,11 @@ class RegimeModel:
 
         Example
         -------
-        >>> model.codes_of("calm_bull", "volatile_bull")      # doctest: +SKIP
+        >>> model = pt.regime.train(vix, spx)
+        >>> model.codes_of("calm_bull", "volatile_bull")
         frozenset({0, 1})
+        >>> model.codes_of(model.regimes[2:])  # a list works too
+        frozenset({2, 3})
         """
         if len(names) == 1 and not isinstance(names[0], str):
             names = tuple(names[0])
@@ -298,7 +343,16 @@ class RegimeModel:
 
         Example
         -------
-        >>> model.describe().round(3)                 # doctest: +SKIP
+        >>> model = pt.regime.train(vix, spx)
+        >>> print(model.describe().round(3).to_string())
+                       weight     vix    ret   rvol  drawdown  median_spell  expected_spell
+        regime
+        calm_bull       0.409  15.612  0.020  0.116    -0.014          64.5          74.721
+        volatile_bull   0.337  23.434  0.028  0.208    -0.032          35.5          40.736
+        bear            0.093  38.641 -0.047  0.345    -0.140           7.0          22.714
+        stressed_bull   0.161  51.256  0.112  0.469    -0.041          29.0          28.907
+        >>> round(float(model.describe()["weight"].sum()), 6)
+        1.0
         """
         out = self.table.copy()
         out["expected_spell"] = self.expected_spell
@@ -326,7 +380,14 @@ class RegimeModel:
 
         Example
         -------
-        >>> model.save("data/regime.json")            # doctest: +SKIP
+        >>> model = pt.regime.train(vix, spx)
+        >>> path = model.save("data/regime.json")
+        >>> import json
+        >>> doc = json.loads(path.read_text())
+        >>> doc["format"], doc["version"], doc["regimes"]
+        ('pitools.market.regime', 2, ['calm_bull', 'volatile_bull', 'bear', 'stressed_bull'])
+        >>> pt.regime.load(path).predict(vix, spx).equals(model.predict(vix, spx))
+        True
         """
         path = Path(path)
         write_text_atomic(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
@@ -411,9 +472,12 @@ def train(vix, sp500, n_regimes: int = 4, *, names: Sequence[str] | None = None,
 
     Example
     -------
-    >>> model = pt.regime.train(vix, spx)         # doctest: +SKIP
-    >>> model                                     # doctest: +SKIP
-    <RegimeModel 4 regimes calm_bull < volatile_bull < volatile < crisis; trained on ...>
+    >>> model = pt.regime.train(vix, spx)
+    >>> model
+    <RegimeModel 4 regimes calm_bull < volatile_bull < bear < stressed_bull; trained on 2023-12-20..2026-11-20
+    (733 sessions); window 20, expected spells 75/41/23/29 sessions>
+    >>> pt.regime.train(vix, spx, 2, names=["calm", "stressed"]).regimes  # your own names, calmest first
+    ('calm', 'stressed')
     """
     n_regimes = _int("n_regimes", n_regimes, 2, MAX_REGIMES)
     if names is not None:

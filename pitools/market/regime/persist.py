@@ -50,7 +50,18 @@ def load(path: str | os.PathLike) -> RegimeModel:
 
     Example
     -------
-    >>> model = pt.regime.load("data/regime.json")   # doctest: +SKIP
+    >>> model = pt.regime.train(vix, spx)
+    >>> pt.regime.save(model, "data/regime.json")
+    PosixPath('data/regime.json')
+    >>> loaded = pt.regime.load("data/regime.json")
+    >>> loaded.regimes, loaded.trained_on["end"]
+    (('calm_bull', 'volatile_bull', 'bear', 'stressed_bull'), '2026-11-20')
+    >>> loaded.predict(vix, spx).equals(model.predict(vix, spx))
+    True
+    >>> pt.regime.load("data/missing.json")
+    Traceback (most recent call last):
+    ...
+    pitools.errors.DataError: regime model file 'data/missing.json' does not exist; train a model with ...
     """
     path = Path(path)
     where = f"regime model file {str(path)!r}"

@@ -11,10 +11,10 @@ what is allowed) and the last good figure data. :func:`~pitools.notebook.tune.ap
 / :func:`~pitools.notebook.tune.app.apply` draw the data into one plotly ``FigureWidget``
 updated in place; :class:`~pitools.notebook.tune.app.TuneApp` wires it all to ipywidgets.
 
->>> s = TuneSession(pt.load_panel(store), "sma_cross")          # doctest: +SKIP
->>> r = s.update({"fast": 20, "slow": 80}); r.error, round(r.elapsed_ms)   # doctest: +SKIP
+>>> s = TuneSession(pt.load_panel(store), "sma_cross")
+>>> r = s.update({"fast": 20, "slow": 80}); r.error, round(r.elapsed_ms)
 (None, 4)
->>> s.update({"slow": 10}).error                               # doctest: +SKIP
+>>> s.update({"slow": 10}).error
 'sma_cross: `fast` must be < `slow` (got fast=20, slow=10)'
 """
 
@@ -114,7 +114,7 @@ def read_parameter_sets(params_dir: str | Path | None = None) -> dict:
 
     Example
     -------
-    >>> read_parameter_sets()["sma_cross"]["calm_2026"]        # doctest: +SKIP
+    >>> read_parameter_sets()["sma_cross"]["calm_2026"]
     {'fast': 12, 'slow': 80}
     """
     from pitools.params_yaml import load_params_yaml
@@ -187,8 +187,8 @@ class TuneSession:
 
     Example
     -------
-    >>> s = TuneSession("data/store", profile="demo")           # doctest: +SKIP
-    >>> [sp.name for sp in s.slider_specs()]                    # doctest: +SKIP
+    >>> s = TuneSession("data/store", profile="demo")
+    >>> [sp.name for sp in s.slider_specs()]
     ['fast', 'slow']
     """
 
@@ -248,7 +248,7 @@ class TuneSession:
 
         Example
         -------
-        >>> session.slider_specs("rsi_reversion")[1]             # doctest: +SKIP
+        >>> session.slider_specs("rsi_reversion")[1]
         SliderSpec(name='lower', low=10.0, high=45.0, step=0.1, kind='float', value=30.0)
         """
         spec = _strategies.get(strategy or self.strategy)
@@ -284,7 +284,7 @@ class TuneSession:
 
         Example
         -------
-        >>> session.load_evolved().note                           # doctest: +SKIP
+        >>> session.load_evolved().note
         'evolved, night 2026-11-20, fitness 1.234'
         """
         try:
@@ -306,7 +306,7 @@ class TuneSession:
 
         Example
         -------
-        >>> s.save_parameter_set("calm_2026", params_dir=tmp)      # doctest: +SKIP
+        >>> s.save_parameter_set("calm_2026", params_dir=tmp)
         PosixPath('/tmp/.../tuned.yaml')
         """
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
@@ -350,7 +350,7 @@ class TuneSession:
 
         Example
         -------
-        >>> session.update({"fast": 15}, symbols=["AAA", "BBB"]).stats.loc["portfolio", "sharpe"]  # doctest: +SKIP
+        >>> session.update({"fast": 15}, symbols=["AAA", "BBB"]).stats.loc["portfolio", "sharpe"]
         """
         t0 = time.perf_counter()
         try:
