@@ -1,7 +1,7 @@
 """The doctests of ``pitools/`` run as a reader would type them in a checkout.
 
-Each runs in a folder of its own whose ``data/store`` is one small demo store (shared, read only) (``data/`` relative, as in
-the examples), with ``pt``, ``np``, ``pd``, ``store`` (that store's path), ``panel`` (its
+Each runs in a folder of its own whose ``data/store`` is one small demo store (shared, read
+only; ``data/`` relative, as in the examples), with ``pt``, ``np``, ``pd``, ``store`` (that store's path), ``panel`` (its
 bars) and ``vix``/``spx`` (its index series) already defined; profiles and params come from
 this checkout. ``tests/conftest.py`` holds the fixtures of the test suite.
 """

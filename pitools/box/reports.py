@@ -25,8 +25,8 @@ import pandas as pd
 
 from pitools.data.atomic import write_bytes_atomic
 
-__all__ = ["PLOTLY_MIME", "write_public", "plotly_asset", "export_html", "read_runs", "write_index", "LOG_NAME", "RUN_FILE",
-           "read_run_record", "resources_table"]
+__all__ = ["PLOTLY_MIME", "write_public", "plotly_asset", "export_html", "read_runs", "write_index", "LOG_NAME",
+           "RUN_FILE", "read_run_record", "resources_table"]
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 RUN_FILE = "run.json"

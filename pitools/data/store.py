@@ -46,8 +46,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pitools.data.store_format import (_EPOCH, FIELDS, FORMAT, MANIFEST, PRICE_FIELDS, ROW_GROUP_ROWS, VERSION, _data_files,
-                                       _iso, _manifest_problem, _Partition, _sha256, bars_schema)
+from pitools.data.store_format import (_EPOCH, FIELDS, FORMAT, MANIFEST, PRICE_FIELDS, ROW_GROUP_ROWS, VERSION,
+                                       _data_files, _iso, _manifest_problem, _Partition, _sha256, bars_schema)
 from pitools.data.store_writer import StoreWriter
 from pitools.errors import DamagedStoreError, DataError, NoStoreError, StoreError
 
@@ -135,8 +135,8 @@ class Store:
                                     f"{repair_hint}") from None
         problem = _manifest_problem(manifest)
         if problem:
-            raise DamagedStoreError(f"{str(path)!r} is not a {FORMAT} v{VERSION} manifest ({problem}): the store is damaged. "
-                                    f"{repair_hint}")
+            raise DamagedStoreError(f"{str(path)!r} is not a {FORMAT} v{VERSION} manifest ({problem}): the store is "
+                                    f"damaged. {repair_hint}")
         return cls(root, manifest)
 
     @classmethod

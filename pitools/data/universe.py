@@ -60,7 +60,8 @@ def profile_universe(profile, store: str | os.PathLike | Store | None = None, ma
     return Universe(store, symbols, start, profile.memory_budget_mb)
 
 
-def select_universe(path: str | os.PathLike | Store, max_symbols: int, max_years: int) -> tuple[list[str], pd.Timestamp]:
+def select_universe(path: str | os.PathLike | Store, max_symbols: int,
+                    max_years: int) -> tuple[list[str], pd.Timestamp]:
     """The symbols and start date a profile's ``max_symbols`` / ``max_years`` select.
 
     The window is the last `max_years` years of the store; the symbols are the equities

@@ -127,5 +127,5 @@ from pitools.market.regime.lifecycle import (current_regime, fit_or_update, inde
                                              regime_model_path, regime_table)
 
 __all__ = ["RegimeModel", "train", "load", "save", "features", "name_regimes", "FEATURES", "TABLE_COLUMNS",
-           "BEAR_DRAWDOWN", "MIN_TRANSITION", "UNKNOWN", "MIN_TRAIN_SESSIONS", "FORMAT", "FORMAT_VERSION",
+           "BEAR_DRAWDOWN", "MIN_TRANSITION", "UNKNOWN", "MIN_TRAIN_SESSIONS", "MAX_REGIMES", "FORMAT", "FORMAT_VERSION",
            "regime_model_path", "index_series", "refit_reason", "fit_or_update", "current_regime", "regime_table"]

@@ -23,6 +23,9 @@ import numpy as np
 import pandas as pd
 
 from pitools.errors import DataError, PitoolsError
+from pitools.market.regime.features import features
+from pitools.market.regime.model import train
+from pitools.market.regime.persist import load
 
 __all__ = ["INDEX_SYMBOLS", "GROWTH_REFIT", "regime_model_path", "index_series", "refit_reason", "fit_or_update",
            "current_regime", "regime_table"]
@@ -87,10 +90,6 @@ def refit_reason(model, vix: pd.Series, spx: pd.Series, refit_every_days: int = 
     >>> print(refit_reason(pt.regime.train(vix, spx), vix[:"2026-11-06"], spx[:"2026-11-06"]))
     it was trained up to 2026-11-20, after the data's last session 2026-11-06
     """
-    from pitools.market.regime.features import features
-    from pitools.market.regime.model import train
-    from pitools.market.regime.persist import load
-
     days = _days_arg(refit_every_days)
     f = features(vix, spx, window=model.window, high_window=model.high_window).dropna()
     if f.empty:
@@ -146,10 +145,6 @@ def fit_or_update(path, vix: pd.Series, spx: pd.Series, refit_every_days: int = 
     >>> print(why)
     loaded the model trained on 2023-12-20..2026-11-20 (733 sessions)
     """
-    from pitools.market.regime.features import features
-    from pitools.market.regime.model import train
-    from pitools.market.regime.persist import load
-
     days = _days_arg(refit_every_days)
     path = Path(path)
     reason = None

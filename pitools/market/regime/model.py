@@ -17,8 +17,9 @@ import pandas as pd
 
 from pitools.data.atomic import write_text_atomic
 from pitools.errors import DataError, did_you_mean
-from pitools.market.regime.features import (FEATURES, TABLE_COLUMNS, BEAR_DRAWDOWN, MIN_TRANSITION, UNKNOWN, MIN_TRAIN_SESSIONS, MAX_REGIMES, FORMAT, FORMAT_VERSION)
-from pitools.market.regime.features import _ANNUAL, _features, _int, _names, _series, _span
+from pitools.market.regime.features import (BEAR_DRAWDOWN, FEATURES, FORMAT, FORMAT_VERSION, MAX_REGIMES,
+                                            MIN_TRAIN_SESSIONS, MIN_TRANSITION, TABLE_COLUMNS, UNKNOWN, _features, _int,
+                                            _names, _series, _span)
 
 __all__ = ["RegimeModel", "train", "name_regimes"]
 

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pitools.data.atomic import write_text_atomic
 from pitools.errors import DataError
-from pitools.market.regime.features import (FEATURES, TABLE_COLUMNS, BEAR_DRAWDOWN, MIN_TRANSITION, UNKNOWN, MIN_TRAIN_SESSIONS, MAX_REGIMES, FORMAT, FORMAT_VERSION)
-from pitools.market.regime.features import _int, _names
+from pitools.market.regime.features import (FEATURES, FORMAT, FORMAT_VERSION, MAX_REGIMES, TABLE_COLUMNS, _int,
+                                            _names)
 from pitools.market.regime.model import RegimeModel
 
 __all__ = ["save", "load"]
