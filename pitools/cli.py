@@ -2,6 +2,9 @@
 
 Exit codes: 0 ok, 1 the work failed, 2 bad usage or bad input (the message names the
 field, the value and what is allowed). User errors print one line, never a traceback.
+
+Each command imports what it needs inside its ``_cmd_*`` function: ``pitools --help`` and a
+refused argument answer at once, without pandas, numba or jupyter.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "pitools"
 SHARED = {"pitools.errors", "pitools.config", "pitools.params_yaml", "pitools.memory", "pitools.progress",
           "pitools.locks", "pitools.version"}
 LAYERS = [("data", 1), ("kernels", 1), ("engine", 2), ("search", 3), ("market", 4), ("box", 5), ("notebook", 5)]
-TOP = {"pitools", "pitools.__main__", "pitools.cli"}
+TOP = {"pitools", "pitools.__main__", "pitools.cli", "pitools.conftest"}  # conftest: the doctests' folder
 
 
 def module_names(root: Path) -> dict[str, Path]:

@@ -36,6 +36,12 @@ import psutil
 from pitools.config import Profile
 from pitools.kernels import cache_dir
 from pitools.errors import PitoolsError
+from pitools.data import Store
+from pitools.data.calendar import last_closed_session
+from pitools.data.freshness import freshness, resolve_night, sessions_missed
+from pitools.data.universe import profile_universe
+from pitools.market.db import LATEST_VERSION, schema_version
+from pitools.memory import available_bytes
 
 __all__ = ["Check", "Report", "check", "missed_sessions"]
 
@@ -65,16 +71,12 @@ class Report:
 
 def missed_sessions(last_bar, now: datetime | None = None) -> tuple[int, object]:
     """(sessions closed after `last_bar` up to `now`, the last closed session)."""
-    from pitools.data.calendar import last_closed_session
-    from pitools.data.freshness import sessions_missed
 
     last_closed = last_closed_session(now)
     return sessions_missed(last_bar, last_closed), last_closed
 
 
 def _data(store_dir: Path, night, allowed_missed: int) -> Check:
-    from pitools.data import Store
-    from pitools.data.freshness import freshness
 
     if not Store.exists(store_dir):
         return Check("data", FAIL, f"no bar store at {store_dir}: run `pitools demo-data` or `pitools ingest`")
@@ -93,7 +95,6 @@ def _data(store_dir: Path, night, allowed_missed: int) -> Check:
 
 
 def _store(store_dir: Path) -> Check | None:
-    from pitools.data import Store
 
     if not Store.exists(store_dir):
         return None  # the data check says so
@@ -113,7 +114,6 @@ def _database(db_path: Path) -> Check:
     first notebook (``nightly._start_db_run`` → ``db.open_trades_db``, backup first), so a
     missing or older database is worth knowing (WARN), not a reason to stop; one that is not
     SQLite, or newer than this pitools (never downgraded), stops the night: FAIL."""
-    from pitools.market.db import LATEST_VERSION, schema_version
 
     try:
         version = schema_version(db_path)
@@ -141,9 +141,6 @@ def _disk(path: Path, min_free_mb: float) -> Check:
 
 
 def _memory(profile: Profile, store_dir: Path) -> Check:
-    from pitools.data import Store
-    from pitools.data.universe import profile_universe
-    from pitools.memory import available_bytes
 
     budget = profile.memory_budget_mb
     avail = available_bytes()
@@ -207,7 +204,6 @@ def check(profile: Profile, store=None, db=None, now: datetime | None = None, ni
     ``max_stale_sessions``, the limit 04_signals enforces). A `night` that is not a closed
     session raises :class:`~pitools.errors.NightError`.
     """
-    from pitools.data.freshness import resolve_night
 
     store_dir = Path(store) if store is not None else profile.store_dir
     db_path = Path(db) if db is not None else profile.data_dir / "trades.db"

@@ -27,6 +27,7 @@ import pandas as pd
 
 from pitools.errors import NightError, StaleDataError
 from pitools.data.calendar import last_closed_session, sessions
+from pitools.data.store import Store
 
 __all__ = ["Freshness", "freshness", "resolve_night", "sessions_missed"]
 
@@ -144,7 +145,6 @@ def freshness(store, night, max_stale_sessions: int = 1, symbols=None) -> Freshn
     traded and do not count) is compared with the night's session, and each of them without
     a bar on that session is stale.
     """
-    from pitools.data.store import Store
 
     st = store if isinstance(store, Store) else Store.open(store)
     night = pd.Timestamp(night).normalize()

@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 from pitools.data.store_format import (_EPOCH, FIELDS, FORMAT, MANIFEST, PRICE_FIELDS, ROW_GROUP_ROWS, VERSION,
                                        _data_files, _iso, _manifest_problem, _Partition, _sha256, bars_schema)
 from pitools.data.store_writer import StoreWriter
-from pitools.errors import DamagedStoreError, DataError, NoStoreError, StoreError
+from pitools.errors import DamagedStoreError, DataError, NoStoreError, StoreError, did_you_mean
 
 __all__ = ["Store", "StoreWriter", "SymbolInfo", "FIELDS", "PRICE_FIELDS", "ROW_GROUP_ROWS", "bars_schema"]
 
@@ -174,7 +174,6 @@ class Store:
         """Rows, first and last date of `symbol`."""
         infos = self._symbol_infos()
         if symbol not in infos:
-            from pitools.errors import did_you_mean
 
             raise DataError(f"symbol {symbol!r} is not in the store at {str(self.root)!r}."
                             f"{did_you_mean(symbol, infos)}")

@@ -84,7 +84,7 @@ def _stats(run: _Run, per_symbol: bool = True):
     ``per_symbol=False`` skips the running metrics of each symbol where the kernel allows
     it; `stats` is then a [1, 1] array holding the total number of closed trades.
     """
-    from pitools.kernels.driver import run_builtin_nb, run_symbols_nb, run_targets_nb
+    from pitools.kernels.driver import run_builtin_nb, run_symbols_nb, run_targets_nb  # numba: on first use
 
     p = run.panel
     if run.strategy.portfolio_level:

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from pitools.errors import ConfigError
 
 __all__ = ["driver", "indicators", "metrics", "signals", "simulation", "cache_dir", "use_cache_dir"]
 
@@ -71,7 +72,6 @@ def use_cache_dir(path: str | os.PathLike | None = None) -> Path:
     """
     path = Path(cache_dir() if path is None else path).expanduser().resolve()
     if "numba" in sys.modules and os.environ.get("NUMBA_CACHE_DIR") != str(path):
-        from pitools.errors import ConfigError
 
         raise ConfigError(f"numba is already imported, so its cache directory can no longer move to {str(path)!r}; "
                           "call pitools.kernels.use_cache_dir() before the first backtest, or set NUMBA_CACHE_DIR "

@@ -32,6 +32,8 @@ from pathlib import Path
 import pandas as pd
 
 from pitools.errors import DatabaseError, DatabaseLocked, DatabaseUnavailable
+from pitools.engine import strategies
+from pitools.engine.strategies import typed_params
 
 __all__ = ["open_trades_db", "migrate", "schema_version", "TradesDB", "DatabaseError", "DatabaseUnavailable",
            "DatabaseLocked", "LATEST_VERSION", "MIGRATIONS"]
@@ -418,7 +420,6 @@ class TradesDB:
 
 def _in_space_order(strategy: str, params: dict) -> dict:
     """`params` ordered like the strategy's search space (trades.db stores them sorted by name)."""
-    from pitools.engine import strategies  # here, not at the top: it loads numba, and `import pitools` must not
 
     if strategy not in strategies.REGISTRY:
         return params
@@ -430,7 +431,6 @@ def _params_json(strategy: str, params) -> str:
     """A parameter set as trades.db stores it: integers as integers (``"fast": 25``, not 25.0),
     reals exactly as they were run (not rounded: a stored set backtests to the same result;
     reports round them for reading, :func:`pitools.engine.strategies.format_params`)."""
-    from pitools.engine.strategies import typed_params
 
     return json.dumps(typed_params(strategy, params), sort_keys=True)
 

@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from pitools.engine.strategies import format_params, format_value
 
 __all__ = ["changes_since", "signal_counts", "signal_flips", "worth_reading", "positions"]
 
@@ -38,7 +39,6 @@ def changes_since(before: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
         ``params before``, ``params now``, ``what changed`` (``fast 10→12; slow 30→41``,
         ``same params``, ``new strategy`` or ``not evaluated tonight``).
     """
-    from pitools.engine.strategies import format_params, format_value
 
     b = before.set_index("strategy") if len(before) else pd.DataFrame(columns=["fitness", "params"])
     n = now.set_index("strategy") if len(now) else pd.DataFrame(columns=["fitness", "params"])

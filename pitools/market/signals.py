@@ -22,6 +22,7 @@ import pandas as pd
 from pitools.engine import strategies as _strategies
 from pitools.engine.backtest import backtest
 from pitools.search.evolution_log import LOG_NAME, read_evaluations
+from pitools.data.calendar import sessions
 
 __all__ = ["best_params", "fresh_symbols", "next_session", "next_session_signals", "write_next_session_signals"]
 
@@ -46,7 +47,6 @@ def best_params(data_dir: str | Path, strategy: str, night=None) -> tuple[dict, 
 
 def next_session(last_date) -> pd.Timestamp:
     """The first NYSE session after `last_date`."""
-    from pitools.data.calendar import sessions
 
     last = pd.Timestamp(last_date).normalize()
     return sessions(last + pd.Timedelta(days=1), last + pd.Timedelta(days=15))[0]

@@ -9,8 +9,12 @@ Every chart is a pure function: data in, a ``plotly.graph_objects.Figure`` out (
 shown, nothing read from disk), so the notebooks stay short and the charts are tested on
 small synthetic input.
 
->>> fig = regime_chart(spx, labels, order=model.regimes)
->>> fig.show()
+>>> labels = pd.Series(["calm", "calm", "stressed", "calm"], index=spx.index[-4:])
+>>> fig = regime_chart(spx.iloc[-4:], labels, order=["calm", "stressed"])
+>>> type(fig).__name__, [t.name for t in fig.data]        # the index, then one legend entry per regime
+('Figure', ['^GSPC', 'calm', 'stressed'])
+>>> [(band.name, band.fillcolor) for band in fig.layout.shapes]   # a background band per run, green to red
+[('calm', 'rgb(0, 104, 55)'), ('stressed', 'rgb(165, 0, 38)'), ('calm', 'rgb(0, 104, 55)')]
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from pitools.engine.backtest import equal_weight_equity
+from pitools.engine.strategies import format_params as _format
 
 __all__ = ["use_offline_renderer", "regime_colors", "regime_bands", "regime_chart", "convergence_chart",
            "param_importance", "param_heatmap", "portfolio_equity", "equity_chart", "leaderboard_table",
@@ -125,7 +131,13 @@ def regime_chart(index: pd.Series, labels: pd.Series, order: Sequence[str] | Non
 
     Example
     -------
-    >>> regime_chart(spx, model.predict(vix, spx), order=model.regimes).show()
+    >>> model = pt.regime.train(vix, spx)
+    >>> labels = model.predict(vix, spx)
+    >>> fig = regime_chart(spx, labels, order=model.regimes)
+    >>> [t.name for t in fig.data]                      # calmest regime first, as in model.regimes
+    ['^GSPC', 'calm_bull', 'volatile_bull', 'bear', 'stressed_bull']
+    >>> len(fig.layout.shapes) == len(regime_bands(labels)), fig.layout.shapes[0].name
+    (True, 'calm_bull')
     """
     import plotly.graph_objects as go
 
@@ -166,7 +178,11 @@ def convergence_chart(history: pd.DataFrame) -> "go.Figure":
 
     Example
     -------
-    >>> convergence_chart(report.history).show()
+    >>> history = pd.DataFrame({"strategy": ["sma_cross"] * 3 + ["macd"] * 3, "generation": [0, 1, 2] * 2,
+    ...                         "best_fitness": [0.41, 0.73, 0.73, -np.inf, 0.18, 0.52]})   # report.history
+    >>> fig = convergence_chart(history)
+    >>> [(t.name, t.y.tolist()) for t in fig.data]      # -inf: macd had no successful candidate yet, a gap
+    [('sma_cross', [0.41, 0.73, 0.73]), ('macd', [nan, 0.18, 0.52])]
     """
     import plotly.graph_objects as go
 
@@ -246,7 +262,22 @@ def param_heatmap(evals: pd.DataFrame, strategies: Sequence[str] | None = None, 
 
     Example
     -------
-    >>> param_heatmap(evals[evals.night == report.night]).show()
+    >>> evals = pd.DataFrame({  # rows of evaluations.jsonl (pitools.search.evolution_log.read_evaluation_log)
+    ...     "night": ["2026-11-19"] + ["2026-11-20"] * 5,
+    ...     "strategy": ["sma_cross"] * 4 + ["ts_momentum"] * 2,
+    ...     "params": [{"fast": 8, "slow": 40}, {"fast": 10, "slow": 30}, {"fast": 15, "slow": 60},
+    ...                {"fast": 12, "slow": 90}, {"lookback": 60}, {"lookback": 180}],
+    ...     "fitness": [0.2, 0.1, 0.4, 0.7, np.nan, 0.3]})
+    >>> tonight = evals[evals.night == "2026-11-20"]
+    >>> fig = param_heatmap(tonight)
+    >>> [(t.name, len(t.x)) for t in fig.data]          # one panel per strategy; the failed candidate left out
+    [('sma_cross', 3), ('ts_momentum', 1)]
+    >>> param_importance(tonight[tonight.strategy == "sma_cross"]).to_dict()
+    {'slow': 1.0, 'fast': 0.5}
+    >>> fig.layout.xaxis.title.text, fig.layout.yaxis.title.text   # the most important parameter across
+    ('slow', 'fast')
+    >>> fig.layout.xaxis2.title.text, fig.layout.yaxis2.title.text  # a single parameter: against fitness
+    ('lookback', 'fitness')
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -302,7 +333,6 @@ def portfolio_equity(returns, dates) -> pd.Series:
     >>> portfolio_equity([np.nan, 0.1, 0.0], pd.date_range("2026-01-05", periods=3)).tolist()
     [1.0, 1.1, 1.1]
     """
-    from pitools.engine.backtest import equal_weight_equity
 
     return pd.Series(equal_weight_equity(returns, 1.0), index=pd.DatetimeIndex(dates), name="equity")
 
@@ -329,7 +359,15 @@ def equity_chart(curves: pd.DataFrame | Mapping[str, pd.Series], oos_start=None,
 
     Example
     -------
-    >>> equity_chart({"sma_cross": portfolio_equity(res.portfolio_returns, panel.dates)}).show()
+    >>> res = pt.backtest("sma_cross", panel, {"fast": 10, "slow": 30})
+    >>> slow = pt.backtest("sma_cross", panel, {"fast": 20, "slow": 80})
+    >>> fig = equity_chart({"sma_cross 10/30": portfolio_equity(res.portfolio_returns, panel.dates),
+    ...                     "sma_cross 20/80": portfolio_equity(slow.portfolio_returns, panel.dates)},
+    ...                    oos_start="2026-01-02")
+    >>> [t.name for t in fig.data], fig.layout.annotations[0].text
+    (['sma_cross 10/30', 'sma_cross 20/80'], 'out-of-sample →')
+    >>> round(float(fig.data[0].y[-1]), 3), round(float(res.portfolio["final_equity"]) / 1e4, 3)  # as res ends
+    (1.148, 1.148)
     """
     import plotly.graph_objects as go
 
@@ -361,7 +399,6 @@ def format_params(params: Mapping | None, strategy: str | None = None) -> str:
     >>> format_params({"n": 14, "k": 2.0361})
     'n=14, k=2.036'
     """
-    from pitools.engine.strategies import format_params as _format
 
     return _format(params, strategy)
 
@@ -385,7 +422,21 @@ def leaderboard_table(leaderboard: pd.DataFrame) -> pd.DataFrame:
 
     Example
     -------
-    >>> leaderboard_table(report.leaderboard)
+    >>> lb = pd.DataFrame({  # report.leaderboard
+    ...     "strategy": ["macd", "sma_cross", "ts_momentum"], "fitness": [-0.12, 0.6342, np.nan],
+    ...     "is_sharpe": [0.81, 1.234, np.nan], "oos_sharpe": [0.05, 0.91, np.nan],
+    ...     "deflated_sharpe": [0.31, 0.7712, np.nan], "oos_max_drawdown": [0.2245, 0.1381, np.nan],
+    ...     "trades_per_year": [9.5, 4.25, np.nan],
+    ...     "params": [{"fast": 12, "slow": 26, "signal": 9}, {"fast": 12, "slow": 80}, {"lookback": 120}]})
+    >>> t = leaderboard_table(lb)
+    >>> print(t[["strategy", "fitness", "worth reading", "OOS Sharpe (ann.)", "params"]].to_string())
+             strategy  fitness    worth reading  OOS Sharpe (ann.)                      params
+    rank
+    1       sma_cross    0.634              yes               0.91            fast=12, slow=80
+    2            macd   -0.120  no: fitness ≤ 0               0.05  fast=12, slow=26, signal=9
+    3     ts_momentum      NaN    no: no result                NaN                lookback=120
+    >>> t.loc[1, ["OOS max drawdown (%)", "trades/year per symbol"]].tolist()    # 0.1381 -> 13.8 %
+    [13.8, 4.25]
     """
     lb = leaderboard.sort_values("fitness", ascending=False, na_position="last")
     out = pd.DataFrame({

@@ -8,8 +8,26 @@ text (``text/plain``, what a terminal and the tests read). The index is shown on
 something (a named index, or labels such as strategy names), never as a bare 0..n counter. A table
 capped on purpose says so above its rows: "first 50 of 312 flips".
 
->>> table(signals[["strategy", "symbol", "side"]])          # the last line of a cell
->>> display(table(flips, limit=50, what="flips"))
+>>> from IPython.display import display
+>>> from pitools.market.signals import next_session_signals
+>>> signals = pd.DataFrame(next_session_signals(panel, "sma_cross"))    # index 0..7: not shown
+>>> table(signals[["strategy", "symbol", "side"]])          # the last line of a cell: all 8 rows
+ strategy symbol side
+sma_cross    BMZ flat
+sma_cross    CYE long
+sma_cross    FNA flat
+sma_cross    IBW flat
+sma_cross    RFP long
+sma_cross    TUL flat
+sma_cross    WJH flat
+sma_cross    YYD long
+>>> trades = pt.backtest("sma_cross", panel).trades
+>>> display(table(trades[["symbol", "entry_time", "exit_time"]], limit=3, what="trades"))
+first 3 of 97 trades:
+symbol entry_time  exit_time
+   BMZ 2024-01-05 2024-02-13
+   BMZ 2024-03-19 2024-04-19
+   BMZ 2024-06-06 2024-07-23
 """
 
 from __future__ import annotations

@@ -52,6 +52,9 @@ from pitools.search.evolution_log import as_night
 from pitools.search.evolve_state import StrategyState, check_writable, saving
 from pitools.search.scoring import Scoring, deflated_sharpe, score_candidate, walk_forward_windows
 from pitools.search.search_config import SearchConfig, load_search_config
+from pitools.data.freshness import resolve_night
+from pitools.data.universe import profile_universe
+from pitools.memory import format_mb
 
 __all__ = ["SearchConfig", "load_search_config", "evolve", "EvolveReport", "evaluate_candidate", "EvalContext",
            "EvolveError", "DataFolderNotWritable"]
@@ -104,7 +107,6 @@ class EvolveReport:
     notes: list = field(default_factory=list)  # what bounded the search tonight (a small universe …)
 
     def to_text(self) -> str:
-        from pitools.memory import format_mb
 
         lb = self.leaderboard.copy()
         lb["params"] = [_strategies.format_params(p, name) for p, name in zip(lb["params"], lb["strategy"])]
@@ -138,8 +140,6 @@ def evolve(profile: Profile, strategies=None, store=None, night: str | None = No
     DataFolderNotWritable
         The data folder cannot be written (exit code 2), naming it.
     """
-    from pitools.data.freshness import resolve_night
-    from pitools.data.universe import profile_universe
 
     names = list(strategies or _strategies.names())
     for name in names:

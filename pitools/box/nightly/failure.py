@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pitools.box.nightly.lock import OUTPUTS_LOCK, _nightly_lock
 from pitools.box.nightly.record import _mark_interrupted
-from pitools.box.reports import write_index, write_public
 from pitools.errors import NightlyLocked
+from pitools.box.reports import FAILURES_DIR, write_index, write_public
 
 def mark_failed(outputs: str | Path, unit: str = "pitools-nightly.service", result: str | None = None) -> Path:
     """Write a failure marker (the service's OnFailure hook) and regenerate the index.
@@ -21,7 +21,6 @@ def mark_failed(outputs: str | Path, unit: str = "pitools-nightly.service", resu
     systemd runs this when the nightly service fails in a way the runner could not record
     itself: killed by MemoryMax, its wall-clock limit, a crash before the first notebook.
     """
-    from pitools.box.reports import FAILURES_DIR
 
     outputs = Path(outputs)
     if result is None and os.environ.get("MONITOR_SERVICE_RESULT"):  # systemd >= 251 tells the OnFailure unit

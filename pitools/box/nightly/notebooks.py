@@ -8,6 +8,8 @@ from pathlib import Path
 
 from pitools.config import project_root
 from pitools.errors import ConfigError, did_you_mean
+from pitools.box.kernel_quiet import inspect_parameters
+from pitools.params_yaml import load_params_yaml, short_repr
 
 NIGHTLY_FILE = Path("params") / "nightly.yaml"
 # What every notebook of the list receives (notebooks/README.md).
@@ -29,7 +31,6 @@ class NotebookSpec:
 
 def load_nightly(path: str | Path | None = None, root: Path | None = None) -> list[NotebookSpec]:
     """Read and check the notebook list (default ``params/nightly.yaml``)."""
-    from pitools.params_yaml import load_params_yaml, short_repr
 
     root = root or project_root()
     file = Path(path) if path is not None else root / NIGHTLY_FILE
@@ -70,7 +71,6 @@ def load_nightly(path: str | Path | None = None, root: Path | None = None) -> li
 
 def _entry(where: str, name: str, entry: dict, earlier: list[NotebookSpec], root: Path) -> NotebookSpec:
     """One checked entry of the list; `earlier`: the entries before it."""
-    from pitools.params_yaml import short_repr
 
     raw_path = entry.get("path")
     if raw_path is not None and (not isinstance(raw_path, str) or not raw_path.strip()):
@@ -111,7 +111,6 @@ def _entry(where: str, name: str, entry: dict, earlier: list[NotebookSpec], root
 
 def _check_parameters(specs: list[NotebookSpec]) -> None:
     """Every parameter the runner passes must exist in the notebook's `parameters` cell."""
-    from pitools.box.kernel_quiet import inspect_parameters
 
     for spec in specs:
         try:

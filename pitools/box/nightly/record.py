@@ -18,6 +18,8 @@ from pathlib import Path
 from pitools.box.nightly.space import RESERVE_NAME
 from pitools.box.reports import RUN_FILE, read_runs, write_public
 from pitools.errors import PitoolsError
+from pitools.market.db import open_trades_db
+from pitools.memory import format_mb
 
 log = logging.getLogger("pitools.box.nightly")  # one logger name for the whole runner (nightly.log lines)
 
@@ -53,7 +55,6 @@ class RunRecord:
 
     def breakdown(self) -> str:
         """A few lines: each notebook's time split into kernel start-up, cells and HTML export."""
-        from pitools.memory import format_mb
 
         lines = [f"nightly {self.night} (profile {self.profile}): {self.status} in {self.duration_s or 0:.1f} s, "
                  f"peak PSS of the kernels {format_mb(self.peak_pss_bytes)} — {self.run_dir}"]
@@ -106,7 +107,6 @@ def _mark_interrupted(outputs: Path, db_path: Path | None = None) -> None:
             write_public(path, json.dumps(rec, indent=1, default=str) + "\n")
             log.warning("run %s had died mid-way (status running); marked interrupted", path.parent.name)
             if db_path is not None and rec.get("run_id") is not None and db_path.exists():
-                from pitools.market.db import open_trades_db
 
                 with contextlib.suppress(Exception), open_trades_db(db_path) as db:
                     if db.run_status(int(rec["run_id"])) == "running":

@@ -26,6 +26,11 @@ from pitools.config import Profile, project_root
 from pitools.data.freshness import resolve_night
 from pitools.errors import ConfigError, NightlyError
 from pitools.locks import NIGHTLY_PID_ENV
+from pitools.box.kernel_quiet import quiet_shutdown
+from pitools.box.kernelspec import ensure_kernel
+from pitools.data import Store
+from pitools.kernels import cache_dir
+from pitools.market.db import open_trades_db
 
 log = logging.getLogger("pitools.box.nightly")  # one logger name for the whole runner (nightly.log lines)
 
@@ -124,9 +129,6 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
     notebooks : path, optional
         Another notebook list than ``params/nightly.yaml``.
     """
-    from pitools.data import Store
-    from pitools.box.kernel_quiet import quiet_shutdown
-    from pitools.box.kernelspec import ensure_kernel
 
     root = root or project_root()
     specs = load_nightly(notebooks, root)
@@ -141,7 +143,6 @@ def run_nightly(profile: Profile, night=None, store=None, outputs=None, override
     lock_info = {"pid": os.getpid(), "started": _now(), "profile": profile.name, "night": night}
     with _nightly_lock(profile.data_dir, lock_info), _nightly_lock(outputs, lock_info, OUTPUTS_LOCK), \
             _sigterm_as_interrupt():
-        from pitools.kernels import cache_dir  # one numba cache for every data folder and profile
         os.environ.setdefault("NUMBA_CACHE_DIR", str(cache_dir()))
         os.environ.setdefault("PITOOLS_HOME", str(root))
         kernel = ensure_kernel()
@@ -208,7 +209,6 @@ def _start_db_run(db_path: Path, night: str, profile: str) -> int:
     read-only disk, refuses the night with nothing to undo: no run folder, no notebook marked
     skipped, the index as it was (under systemd the OnFailure hook adds the refusal to it), and
     a retry lands in ``outputs/<night>/``, not ``<night>.2``."""
-    from pitools.market.db import open_trades_db
 
     with open_trades_db(db_path) as db:
         return db.start_run(night, profile)
@@ -280,7 +280,6 @@ def _save_progress(rec: RunRecord, outputs: Path) -> None:
 
 
 def _finish_db_run(db_path: Path, rec: RunRecord) -> None:
-    from pitools.market.db import open_trades_db
 
     if rec.run_id is None:
         return

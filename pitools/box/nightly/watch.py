@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 
 from pitools.locks import LockHeld, exclusive_lock, read_holder
+from pitools.memory import pool_pss_bytes, rss_bytes
 
 log = logging.getLogger("pitools.box.nightly")  # one logger name for the whole runner (nightly.log lines)
 
@@ -34,7 +35,6 @@ class _KernelWatch(threading.Thread):
     def __init__(self, timeout_s: float, ignore: frozenset[int] = frozenset()):
         super().__init__(daemon=True, name="pitools-kernel-watch")
         self.ignore = ignore  # children the caller had before the notebook: not ours to count or kill
-        from pitools.memory import pool_pss_bytes, rss_bytes
 
         self._pss, self._rss = pool_pss_bytes, rss_bytes
         self.timeout_s = timeout_s

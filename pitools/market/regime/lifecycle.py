@@ -26,6 +26,7 @@ from pitools.errors import DataError, PitoolsError
 from pitools.market.regime.features import features
 from pitools.market.regime.model import train
 from pitools.market.regime.persist import load
+from pitools.data import Store, load_series
 
 __all__ = ["INDEX_SYMBOLS", "GROWTH_REFIT", "regime_model_path", "index_series", "refit_reason", "fit_or_update",
            "current_regime", "regime_table"]
@@ -60,7 +61,6 @@ def index_series(store, end=None) -> tuple[pd.Series, pd.Series]:
     >>> vix.name, spx.name, str(vix.index[-1].date()), len(vix) == len(spx)
     ('^VIX', '^GSPC', '2026-11-06', True)
     """
-    from pitools.data import Store, load_series
 
     st = store if isinstance(store, Store) else Store.open(store)
     have = set(st.symbols(None))

@@ -20,6 +20,7 @@ from pitools.errors import DataError, did_you_mean
 from pitools.market.regime.features import (BEAR_DRAWDOWN, FEATURES, FORMAT, FORMAT_VERSION, MAX_REGIMES,
                                             MIN_TRAIN_SESSIONS, MIN_TRANSITION, TABLE_COLUMNS, UNKNOWN, _features, _int,
                                             _names, _series, _span)
+from pitools.version import __version__ as pitools_version
 
 __all__ = ["RegimeModel", "train", "name_regimes"]
 
@@ -364,7 +365,6 @@ class RegimeModel:
 
     def to_dict(self) -> dict:
         """Everything :func:`load` needs, as plain JSON types."""
-        from pitools.version import __version__ as pitools_version
         table = {c: [None if not np.isfinite(v) else float(v) for v in self.table[c]] for c in TABLE_COLUMNS}
         return {
             "format": FORMAT, "version": FORMAT_VERSION, "pitools_version": pitools_version,

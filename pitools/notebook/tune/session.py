@@ -12,10 +12,12 @@ what is allowed) and the last good figure data. :func:`~pitools.notebook.tune.ap
 updated in place; :class:`~pitools.notebook.tune.app.TuneApp` wires it all to ipywidgets.
 
 >>> s = TuneSession(pt.load_panel(store), "sma_cross")
->>> r = s.update({"fast": 20, "slow": 80}); r.error, round(r.elapsed_ms)
-(None, 4)
->>> s.update({"slow": 10}).error
+>>> r = s.update({"fast": 20, "slow": 80}); r.error, round(float(r.stats.loc["portfolio", "sharpe"]), 2)
+(None, 0.94)
+>>> bad = s.update({"slow": 10}); bad.error
 'sma_cross: `fast` must be < `slow` (got fast=20, slow=10)'
+>>> s.params, bad.figure_data is r.figure_data          # the session and the figure keep the last good ones
+({'fast': 20, 'slow': 80}, True)
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ from pitools.engine.backtest import STAT_COLUMNS, backtest
 from pitools.data.atomic import write_text_atomic
 from pitools.data.panel import Panel
 from pitools.errors import ConfigError, DataError, PitoolsError, did_you_mean
+from pitools.config import load_profile, project_root
+from pitools.data import Store, load_panel
+from pitools.data.universe import profile_universe
+from pitools.market.signals import best_params
+from pitools.params_yaml import load_params_yaml, short_repr
+from pitools.search.search_config import SearchConfig, load_search_config
 
 __all__ = ["TuneSession", "TuneResult", "FigureData", "SliderSpec", "read_parameter_sets", "NAME_PATTERN"]
 
@@ -114,10 +122,20 @@ def read_parameter_sets(params_dir: str | Path | None = None) -> dict:
 
     Example
     -------
-    >>> read_parameter_sets()["sma_cross"]["calm_2026"]
+    >>> read_parameter_sets("params")                 # no params/tuned.yaml yet
+    {}
+    >>> import pathlib
+    >>> _ = pathlib.Path("params").mkdir()
+    >>> _ = pathlib.Path("params/tuned.yaml").write_text("sma_cross:\\n  calm_2026: {fast: 12, slow: 80}\\n")
+    >>> read_parameter_sets("params")["sma_cross"]["calm_2026"]
     {'fast': 12, 'slow': 80}
+    >>> _ = pathlib.Path("params/tuned.yaml").write_text("sma_cross:\\n  calm_2026: {fast: twelve}\\n")
+    >>> read_parameter_sets("params")                 # a malformed file: named, never overwritten
+    Traceback (most recent call last):
+    ...
+    pitools.errors.ConfigError: 'params/tuned.yaml' must map strategy -> name -> parameters: `sma_cross.calm_2026`:
+    'fast': 'twelve' is not parameter: number; fix or move it, it was not changed
     """
-    from pitools.params_yaml import load_params_yaml
 
     path = _tuned_path(params_dir)
     if not path.exists():
@@ -136,7 +154,6 @@ def read_parameter_sets(params_dir: str | Path | None = None) -> dict:
 
 def _tuned_problem(raw) -> str | None:
     """What is wrong with the data of tuned.yaml, or None."""
-    from pitools.params_yaml import short_repr
 
     if not isinstance(raw, dict):
         return f"got {short_repr(raw)}"
@@ -157,7 +174,6 @@ def _tuned_problem(raw) -> str | None:
 
 
 def _tuned_path(params_dir) -> Path:
-    from pitools.config import project_root
 
     return Path(params_dir if params_dir is not None else project_root() / "params") / "tuned.yaml"
 
@@ -187,15 +203,14 @@ class TuneSession:
 
     Example
     -------
-    >>> s = TuneSession("data/store", profile="demo")
+    >>> s = TuneSession("data/store", profile="demo"); s      # the demo profile's universe of the store
+    <TuneSession sma_cross {'fast': 10, 'slow': 30} on 8 of 8 symbols>
     >>> [sp.name for sp in s.slider_specs()]
     ['fast', 'slow']
     """
 
     def __init__(self, panel_or_store, strategy: str = "sma_cross", symbols=None, start=None, end=None,
                  profile=None, backtest_kwargs: dict | None = None, params: dict | None = None):
-        from pitools.config import load_profile
-        from pitools.search.search_config import SearchConfig, load_search_config
 
         self.profile = load_profile(profile) if isinstance(profile, str) else profile
         self.panel = self._load(panel_or_store, self.profile)
@@ -219,8 +234,6 @@ class TuneSession:
 
     @staticmethod
     def _load(source, prof) -> Panel:
-        from pitools.data import Store, load_panel
-        from pitools.data.universe import profile_universe
 
         if isinstance(source, Panel):
             return source
@@ -248,6 +261,9 @@ class TuneSession:
 
         Example
         -------
+        >>> session = TuneSession(panel, "sma_cross")
+        >>> session.slider_specs()[0]                     # sma_cross's `fast`: a whole number
+        SliderSpec(name='fast', low=3, high=60, step=1, kind='int', value=10)
         >>> session.slider_specs("rsi_reversion")[1]
         SliderSpec(name='lower', low=10.0, high=45.0, step=0.1, kind='float', value=30.0)
         """
@@ -268,7 +284,6 @@ class TuneSession:
         """(params, where from): tonight's best evolved parameters of `strategy`
         (:func:`pitools.market.signals.best_params`; its defaults if never evolved), checked and
         typed as the sliders want them."""
-        from pitools.market.signals import best_params
 
         if data_dir is None:
             if self.profile is None:
@@ -284,8 +299,16 @@ class TuneSession:
 
         Example
         -------
-        >>> session.load_evolved().note
-        'evolved, night 2026-11-20, fitness 1.234'
+        >>> from pitools.search.evolution_log import append_evaluations
+        >>> import pathlib
+        >>> log = pathlib.Path("data/evolve/sma_cross/evaluations.jsonl"); log.parent.mkdir(parents=True)
+        >>> append_evaluations(log, [{"night": "2026-11-20", "params": {"fast": 12, "slow": 80}, "fitness": 1.234},
+        ...                          {"night": "2026-11-20", "params": {"fast": 5, "slow": 20}, "fitness": 0.2}])
+        >>> session = TuneSession(panel, "sma_cross")
+        >>> r = session.load_evolved(data_dir="data"); r.note, r.params
+        ('evolved, night 2026-11-20, fitness 1.234', {'fast': 12, 'slow': 80})
+        >>> session.load_evolved().error                  # no profile, no data_dir: nowhere to look
+        "no `data_dir` to read tonight's parameters from: pass data_dir or build the session with a profile"
         """
         try:
             params, source = self.evolved_params(data_dir)
@@ -306,8 +329,23 @@ class TuneSession:
 
         Example
         -------
+        >>> s = TuneSession(panel, "sma_cross", params={"fast": 12, "slow": 80})
+        >>> tmp = getfixture("tmp_path")
         >>> s.save_parameter_set("calm_2026", params_dir=tmp)
         PosixPath('/tmp/.../tuned.yaml')
+        >>> _ = s.save_parameter_set("quick", {"fast": 5}, params_dir=tmp)  # changes to the current ones
+        >>> print((tmp / "tuned.yaml").read_text())
+        # Parameter sets saved from notebooks/tune.ipynb: strategy -> name -> parameters.
+        # Written by pitools.notebook.tune (read, changed, replaced atomically); edit by hand with care.
+        sma_cross:
+          calm_2026: {fast: 12, slow: 80}
+          quick: {fast: 5, slow: 80}
+        <BLANKLINE>
+        >>> s.save_parameter_set("calm 2026", params_dir=tmp)
+        Traceback (most recent call last):
+        ...
+        pitools.errors.ConfigError: `name` = 'calm 2026' is not allowed: use 1 to 64 letters, digits, '_' or '-'
+        (for example 'calm_2026')
         """
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             raise ConfigError(f"`name` = {name!r} is not allowed: use 1 to 64 letters, digits, '_' or '-' "
@@ -350,7 +388,18 @@ class TuneSession:
 
         Example
         -------
-        >>> session.update({"fast": 15}, symbols=["AAA", "BBB"]).stats.loc["portfolio", "sharpe"]
+        >>> session = TuneSession(panel, "sma_cross")
+        >>> r = session.update({"fast": 15}, symbols=["BMZ", "CYE"])
+        >>> r.ok, r.params, r.figure_data.focus
+        (True, {'fast': 15, 'slow': 30}, 'BMZ')
+        >>> r.stats.loc[:, ["total_return", "sharpe", "n_trades"]].round(2)   # the portfolio, then each symbol
+                   total_return  sharpe  n_trades
+        symbol
+        portfolio          0.41    0.54      29.0
+        BMZ                0.56    0.62      14.0
+        CYE                0.09    0.28      15.0
+        >>> session.update(symbols=["BMX"]).error
+        "`symbols`: 'BMX' is not in the loaded universe. Did you mean 'BMZ'? It holds 8 symbols"
         """
         t0 = time.perf_counter()
         try:

@@ -1,9 +1,11 @@
 """The doctests of ``pitools/`` run as a reader would type them in a checkout.
 
 Each runs in a folder of its own whose ``data/store`` is one small demo store (shared, read
-only; ``data/`` relative, as in the examples), with ``pt``, ``np``, ``pd``, ``store`` (that store's path), ``panel`` (its
-bars) and ``vix``/``spx`` (its index series) already defined; profiles and params come from
-this checkout. ``tests/conftest.py`` holds the fixtures of the test suite.
+only; ``data/`` relative, as in the examples), with ``pt``, ``np``, ``pd``, ``store`` (that
+store's path), ``panel`` (its bars) and ``vix``/``spx`` (its index series) already defined;
+profiles and params come from this checkout. ``tests/conftest.py`` holds the fixtures of the
+test suite; this one lives in the package (as numpy's does) because at the top of the checkout
+it would shadow that module, which tests import by name.
 """
 
 from __future__ import annotations
