@@ -3,8 +3,10 @@
 :mod:`.app` shows (the plotly figure and the ipywidgets over a session). ``app`` imports
 ``session``, never the reverse.
 
->>> from pitools.notebook.tune import TuneApp, TuneSession       # doctest: +SKIP
->>> TuneApp(TuneSession(store, profile="demo"))                  # doctest: +SKIP
+>>> from pitools.notebook.tune import TuneApp, TuneSession
+>>> app = TuneApp(TuneSession(store, profile="demo"))            # a notebook cell ending in `app` shows it
+>>> type(app.widget).__name__, app.result.ok, list(app.sliders)
+('VBox', True, ['fast', 'slow'])
 """
 
 from pitools.notebook.tune.app import TRACES, TuneApp, apply, make_figure

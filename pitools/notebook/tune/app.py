@@ -9,8 +9,13 @@ through :meth:`TuneSession.update`: bad input becomes a red message and the figu
 the last good data. Also importable from :mod:`pitools.notebook.tune`. Imports the session
 module, never the reverse; plotly and ipywidgets are imported only when a figure or app is built.
 
->>> app = TuneApp(TuneSession(store, profile="demo")); app     # doctest: +SKIP
->>> app.sliders["slow"].value = 80                               # redraws in place  # doctest: +SKIP
+>>> app = TuneApp(TuneSession(store, profile="demo"))          # `app` as a cell's last line shows it
+>>> app.sliders["slow"].value = 80                               # redraws in place
+>>> app.result.params, app.figure.layout.title.text.split(":")[0]
+({'fast': 10, 'slow': 80}, 'sma_cross (fast=10, slow=80)')
+>>> app.sliders["slow"].value = 10                               # bad input: a red message, the chart unchanged
+>>> app.result.error, app.figure.layout.title.text.split(":")[0]
+('sma_cross: `fast` must be < `slow` (got fast=10, slow=10)', 'sma_cross (fast=10, slow=80)')
 """
 
 from __future__ import annotations
@@ -44,7 +49,10 @@ def make_figure(widget: bool = True):
 
     Example
     -------
-    >>> fig = make_figure(); apply(fig, session.update())       # doctest: +SKIP
+    >>> fig = make_figure(); type(fig).__name__, [t.name for t in fig.data]     # empty until apply
+    ('FigureWidget', ['price', 'entries', 'exits', 'strategy equity', 'buy & hold', 'drawdown'])
+    >>> type(make_figure(widget=False)).__name__
+    'Figure'
     """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -87,9 +95,14 @@ def apply(fig, result) -> bool:
 
     Example
     -------
+    >>> session = TuneSession(panel, "sma_cross")
     >>> fig = make_figure()
-    >>> apply(fig, session.update({"slow": 50}))                # doctest: +SKIP
+    >>> apply(fig, session.update({"slow": 50}))
     True
+    >>> fig.data[0].name, len(fig.data[0].x), fig.data[1].text[:2], fig.data[2].text[:2]
+    ('BMZ price', 753, ('long entry', 'long entry'), ('exit -2.9%', 'exit -11.2%'))
+    >>> apply(fig, session.update({"slow": 5}))                 # an error: the figure keeps slow=50
+    False
     """
     data = result if isinstance(result, FigureData) else None if result.error else result.figure_data
     if data is None:
@@ -125,7 +138,10 @@ class TuneApp:
 
     Example
     -------
-    >>> app = TuneApp(TuneSession(store, profile="demo")); app  # doctest: +SKIP
+    >>> app = TuneApp(TuneSession(store, profile="demo"))
+    >>> app.strategy.value = "rsi_reversion"                     # new sliders, the strategy's defaults
+    >>> list(app.sliders), app.result.params
+    (['n', 'lower', 'upper'], {'n': 14, 'lower': 30.0, 'upper': 70.0})
     """
 
     def __init__(self, session: TuneSession, data_dir=None, params_dir=None):
