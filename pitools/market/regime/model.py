@@ -1,14 +1,11 @@
-"""The regime model: the hidden Markov model's arithmetic (numpy only), the naming of its
-regimes, :class:`RegimeModel` (forward filter, predict, describe) and :func:`train`."""
+"""The regime model: the naming of its regimes, :class:`RegimeModel` (forward filter, predict,
+describe) and :func:`train`; the hidden Markov model itself is :mod:`pitools.market.regime.hmm`."""
 
 from __future__ import annotations
 
 import json
-import logging
-import math
 import os
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,55 +15,12 @@ import pandas as pd
 from pitools.data.atomic import write_text_atomic
 from pitools.errors import DataError, did_you_mean
 from pitools.market.regime.features import (BEAR_DRAWDOWN, FEATURES, FORMAT, FORMAT_VERSION, MAX_REGIMES,
-                                            MIN_TRAIN_SESSIONS, MIN_TRANSITION, TABLE_COLUMNS, UNKNOWN, _features, _int,
+                                            MIN_TRAIN_SESSIONS, TABLE_COLUMNS, UNKNOWN, _features, _int,
                                             _names, _series, _span)
+from pitools.market.regime.hmm import fit_hmm, floored, forward_filter, log_emissions, stationary
 from pitools.version import __version__ as pitools_version
 
 __all__ = ["RegimeModel", "train", "name_regimes"]
-
-# -- the hidden Markov model's arithmetic (numpy only) ----------------------------------------
-
-def _log_emissions(z: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> np.ndarray:
-    """log N(z_t; μ_k, Σ_k) for every session t and regime k, shape (n, k).
-
-    einsum, not BLAS: a row's value then does not depend on how many rows there are, so a
-    truncated series gives bit-identical numbers up to the cut.
-    """
-    n, d = z.shape
-    out = np.empty((n, len(means)))
-    for k, (mu, cov) in enumerate(zip(means, covariances)):
-        prec_chol = np.linalg.inv(np.linalg.cholesky(cov)).T  # Σ⁻¹ = P Pᵀ
-        y = np.einsum("nd,de->ne", z - mu, prec_chol)
-        out[:, k] = np.log(np.diag(prec_chol)).sum() - 0.5 * d * math.log(2 * math.pi) - 0.5 * (y * y).sum(axis=1)
-    return out
-
-
-def _forward_filter(log_em: np.ndarray, start: np.ndarray, transmat: np.ndarray) -> np.ndarray:
-    """P(regime at t | features up to t) for every t: the causal forward recursion, scaled."""
-    like = np.exp(log_em - log_em.max(axis=1, keepdims=True))  # the best regime's likelihood is 1
-    out = np.empty_like(like)
-    p = start
-    for t in range(like.shape[0]):
-        if t:
-            p = out[t - 1] @ transmat
-        p = p * like[t]
-        out[t] = p / p.sum()  # > 0: every transition is floored, a likelihood is 1
-    return out
-
-
-def _stationary(transmat: np.ndarray) -> np.ndarray:
-    """The distribution π with π A = π (the long-run share of each regime)."""
-    k = transmat.shape[0]
-    system = np.vstack([transmat.T - np.eye(k), np.ones((1, k))])
-    pi = np.linalg.lstsq(system, np.r_[np.zeros(k), 1.0], rcond=None)[0]
-    pi = np.clip(pi, MIN_TRANSITION, None)
-    return pi / pi.sum()
-
-
-def _floored(transmat: np.ndarray) -> np.ndarray:
-    a = np.maximum(np.asarray(transmat, dtype=np.float64), MIN_TRANSITION)
-    return a / a.sum(axis=1, keepdims=True)
-
 
 # -- the features table and the names -------------------------------------------------------
 
@@ -191,7 +145,7 @@ class RegimeModel:
                             f"to a date that `vix` also has; pass a longer `sp500` history (at least "
                             f"{self.window + 1} sessions before the first date to label)")
         z = (f.to_numpy() - self.feature_mean) / self.feature_std
-        return f.index, _forward_filter(_log_emissions(z, self.means, self.covariances), self.start, self.transmat)
+        return f.index, forward_filter(log_emissions(z, self.means, self.covariances), self.start, self.transmat)
 
     def probabilities(self, vix, sp500) -> pd.DataFrame:
         """The forward filter's probability of each regime per session, given data up to it.
@@ -404,45 +358,6 @@ class RegimeModel:
 
 # -- training -------------------------------------------------------------------------------
 
-@contextmanager
-def _quiet_hmmlearn():
-    """hmmlearn logs a warning whenever an EM step lowers the likelihood by rounding (~1e-4)."""
-    log = logging.getLogger("hmmlearn")
-    level = log.level
-    log.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
-def _fit_hmm(z: np.ndarray, k: int, n_init: int, random_state: int | None):
-    """The best of `n_init` seeded Baum–Welch fits (highest log-likelihood)."""
-    from hmmlearn.hmm import GaussianHMM
-    from threadpoolctl import threadpool_limits
-
-    seeds = np.random.RandomState(random_state).randint(0, 2**31 - 1, size=n_init)
-    best, best_score, failure = None, -np.inf, None
-    # one BLAS thread: the matrices are 4 x 4, so more threads only double the CPU time (measured)
-    # and take cores from whatever else the night runs
-    with _quiet_hmmlearn(), threadpool_limits(limits=1), np.errstate(divide="ignore", invalid="ignore"):
-        for seed in seeds:
-            hmm = GaussianHMM(n_components=k, covariance_type="full", n_iter=200, tol=1e-3,
-                              random_state=int(seed))
-            try:
-                hmm.fit(z)
-                score = hmm.score(z)
-            except (ValueError, np.linalg.LinAlgError) as exc:  # a start that collapsed a component
-                failure = exc
-                continue
-            if np.isfinite(score) and score > best_score:
-                best, best_score = hmm, score
-    if best is None:
-        raise DataError(f"the regime model could not be fitted with {k} regimes ({failure}); try a smaller "
-                        "`n_regimes` or a longer history")
-    return best, float(best_score)
-
-
 def train(vix, sp500, n_regimes: int = 4, *, names: Sequence[str] | None = None, window: int = 20,
           high_window: int = 252, random_state: int | None = 0, n_init: int = 5) -> RegimeModel:
     """Fit the regime model on daily VIX and S&P 500 closes.
@@ -501,16 +416,16 @@ def train(vix, sp500, n_regimes: int = 4, *, names: Sequence[str] | None = None,
                         "check that `vix` and `sp500` are real closes")
     z = (x - mean) / std
 
-    hmm, log_likelihood = _fit_hmm(z, n_regimes, n_init, random_state)
-    transmat = _floored(hmm.transmat_)
+    hmm, log_likelihood = fit_hmm(z, n_regimes, n_init, random_state)
+    transmat = floored(hmm.transmat_)
     means, covariances = hmm.means_.copy(), hmm.covars_.copy()
-    start = _stationary(transmat)
+    start = stationary(transmat)
     # calmest first: by the mean VIX (then realised volatility) of the sessions each regime labels
-    codes = _forward_filter(_log_emissions(z, means, covariances), start, transmat).argmax(axis=1)
+    codes = forward_filter(log_emissions(z, means, covariances), start, transmat).argmax(axis=1)
     first = _table(f, codes, n_regimes, means, mean, std)
     order = np.lexsort((first["rvol"].to_numpy(), first["vix"].to_numpy()))
     transmat, means, covariances, start = transmat[np.ix_(order, order)], means[order], covariances[order], start[order]
-    codes = _forward_filter(_log_emissions(z, means, covariances), start, transmat).argmax(axis=1)
+    codes = forward_filter(log_emissions(z, means, covariances), start, transmat).argmax(axis=1)
     table = _table(f, codes, n_regimes, means, mean, std)
     regimes = names if names is not None else name_regimes(table)
 

@@ -33,16 +33,16 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pitools.engine import strategies as _strategies
-from pitools.engine.backtest import STAT_COLUMNS, backtest
+from pitools.config import load_profile
+from pitools.data import Store, load_panel
 from pitools.data.atomic import write_text_atomic
 from pitools.data.panel import Panel
-from pitools.errors import ConfigError, DataError, PitoolsError, did_you_mean
-from pitools.config import load_profile, project_root
-from pitools.data import Store, load_panel
 from pitools.data.universe import profile_universe
+from pitools.engine import strategies as _strategies
+from pitools.engine.backtest import STAT_COLUMNS, backtest
+from pitools.errors import ConfigError, DataError, PitoolsError, did_you_mean
 from pitools.market.signals import best_params
-from pitools.params_yaml import load_params_yaml, short_repr
+from pitools.notebook.tune.parameter_sets import tuned_path, read_parameter_sets
 from pitools.search.search_config import SearchConfig, load_search_config
 
 __all__ = ["TuneSession", "TuneResult", "FigureData", "SliderSpec", "read_parameter_sets", "NAME_PATTERN"]
@@ -114,68 +114,6 @@ def _plain(v):
 
 def _step(low: float, high: float) -> float:
     return 10.0 ** math.floor(math.log10((high - low) / 100.0)) if high > low else 0.01
-
-
-def read_parameter_sets(params_dir: str | Path | None = None) -> dict:
-    """``params/tuned.yaml`` as ``{strategy: {name: params}}`` ({} when absent); a
-    ConfigError naming the entry for a malformed file.
-
-    Example
-    -------
-    >>> read_parameter_sets("params")                 # no params/tuned.yaml yet
-    {}
-    >>> import pathlib
-    >>> _ = pathlib.Path("params").mkdir()
-    >>> _ = pathlib.Path("params/tuned.yaml").write_text("sma_cross:\\n  calm_2026: {fast: 12, slow: 80}\\n")
-    >>> read_parameter_sets("params")["sma_cross"]["calm_2026"]
-    {'fast': 12, 'slow': 80}
-    >>> _ = pathlib.Path("params/tuned.yaml").write_text("sma_cross:\\n  calm_2026: {fast: twelve}\\n")
-    >>> read_parameter_sets("params")                 # a malformed file: named, never overwritten
-    Traceback (most recent call last):
-    ...
-    pitools.errors.ConfigError: 'params/tuned.yaml' must map strategy -> name -> parameters: `sma_cross.calm_2026`:
-    'fast': 'twelve' is not parameter: number; fix or move it, it was not changed
-    """
-
-    path = _tuned_path(params_dir)
-    if not path.exists():
-        return {}
-    try:
-        raw = load_params_yaml(path)
-    except ConfigError as exc:
-        raise ConfigError(f"{exc}; fix or move it, it was not changed") from None
-    raw = {} if raw is None else raw
-    problem = _tuned_problem(raw)
-    if problem:
-        raise ConfigError(f"{str(path)!r} must map strategy -> name -> parameters: {problem}; fix or move it, "
-                          "it was not changed")
-    return raw
-
-
-def _tuned_problem(raw) -> str | None:
-    """What is wrong with the data of tuned.yaml, or None."""
-
-    if not isinstance(raw, dict):
-        return f"got {short_repr(raw)}"
-    for strategy, sets in raw.items():
-        if not isinstance(strategy, str):
-            return f"strategy {short_repr(strategy)} is not a name"
-        if not isinstance(sets, dict):
-            return f"`{strategy}` = {short_repr(sets)} is not a mapping of name -> parameters"
-        for name, params in sets.items():
-            if not isinstance(name, str):
-                return f"`{strategy}`: set name {short_repr(name)} is not a string"
-            if not isinstance(params, dict):
-                return f"`{strategy}.{name}` = {short_repr(params)} is not a mapping of parameter: number"
-            for key, value in params.items():
-                if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
-                    return f"`{strategy}.{name}`: {short_repr(key)}: {short_repr(value)} is not parameter: number"
-    return None
-
-
-def _tuned_path(params_dir) -> Path:
-
-    return Path(params_dir if params_dir is not None else project_root() / "params") / "tuned.yaml"
 
 
 class TuneSession:
@@ -355,7 +293,7 @@ class TuneSession:
         checked = _typed(spec, spec.validate({**base, **{k: _plain(v) for k, v in (params or {}).items()}}))
         sets = read_parameter_sets(params_dir)
         sets.setdefault(spec.name, {})[name] = checked
-        path = _tuned_path(params_dir)
+        path = tuned_path(params_dir)
         write_text_atomic(path, _TUNED_HEADER + yaml.safe_dump(sets, sort_keys=False, default_flow_style=None))
         return path
 
