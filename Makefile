@@ -4,6 +4,8 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 PROFILE ?= demo
 LOCK    := requirements.lock
+# two pytest processes (pytest-xdist), a test file each at a time: its fixtures stay in one process
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 .PHONY: run test bench clean-venv
 

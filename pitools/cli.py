@@ -138,6 +138,19 @@ def _build_parser() -> argparse.ArgumentParser:
                    "on the LAN: prefer your own user)")
     p.set_defaults(func=_cmd_lab)
 
+    p = sub.add_parser("lookahead", help="bias checks of a strategy on the profile's universe: no peeking at later "
+                       "bars, no memory of where the data starts; exit 1 naming the first offending bar")
+    _add_profile(p)
+    p.add_argument("strategy", help="a strategy name (see params/strategies.yaml)")
+    p.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
+                   help="a parameter (repeatable; default: the strategy's defaults), e.g. --param fast=20")
+    p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
+    p.add_argument("--cuts", type=int, default=12, help="cut points of the truncation check (default 12)")
+    p.add_argument("--starts", type=int, default=3, help="later starts of the warm-up check (default 3)")
+    p.add_argument("--warmup", type=int, help="bars a strategy may take to forget where its data starts "
+                   "(default: 20 x its longest integer parameter)")
+    p.set_defaults(func=_cmd_lookahead)
+
     p = sub.add_parser("summary", help="load the profile's universe and print a short summary")
     _add_profile(p)
     p.add_argument("--store", type=Path, help="store folder (default: <data_dir>/store of the profile)")
@@ -313,6 +326,27 @@ def _cmd_lab(args) -> int:
                         cull_idle_after=args.cull_idle_after, open_browser=False if args.no_browser else None,
                         allow_root=args.allow_root)
     return run_lab(config)
+
+
+def _cmd_lookahead(args) -> int:
+    _numba_cache()
+    from pitools.data.universe import profile_universe
+    from pitools.engine.lookahead import check_lookahead
+    from pitools.errors import ConfigError
+    from pitools.params_yaml import parse_params_value
+
+    params = {}
+    for text in args.params:
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"`--param` expects NAME=VALUE, got {text!r} (for example --param fast=20)")
+        params[name.strip()] = parse_params_value(value.strip(), f"`--param {name.strip()}`")
+    profile = _profile(args)
+    panel = profile_universe(profile, _store_dir(args, profile)).load()
+    report = check_lookahead(args.strategy, panel, params or None, cuts=args.cuts, starts=args.starts,
+                             warmup=args.warmup)
+    print(report.text())
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def _cmd_summary(args) -> int:
