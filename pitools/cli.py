@@ -138,6 +138,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    "on the LAN: prefer your own user)")
     p.set_defaults(func=_cmd_lab)
 
+    p = sub.add_parser("strategies", help="the registered strategies: parameters, what each does, where it is written")
+    p.set_defaults(func=_cmd_strategies)
+
     p = sub.add_parser("lookahead", help="bias checks of a strategy on the profile's universe: no peeking at later "
                        "bars, no memory of where the data starts; exit 1 naming the first offending bar")
     _add_profile(p)
@@ -326,6 +329,17 @@ def _cmd_lab(args) -> int:
                         cull_idle_after=args.cull_idle_after, open_browser=False if args.no_browser else None,
                         allow_root=args.allow_root)
     return run_lab(config)
+
+
+def _cmd_strategies(args) -> int:
+    _numba_cache()
+    from pitools.engine import strategies
+
+    for name in strategies.names():
+        spec = strategies.get(name)
+        space = ", ".join(f"{k} {p.low:g}..{p.high:g} ({p.default:g})" for k, p in spec.space.items())
+        print(f"{name:<20} {spec.doc}\n{'':<20} {space}\n{'':<20} {spec.defined_at()}")
+    return EXIT_OK
 
 
 def _cmd_lookahead(args) -> int:

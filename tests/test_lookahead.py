@@ -3,6 +3,8 @@ start-dependent strategy are caught at the bar where they go wrong."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,7 +39,7 @@ def _builtins():
         yield pytest.param(name, marks=marks)
 
 
-@pytest.mark.parametrize("name", _builtins())
+@pytest.mark.parametrize("name", list(_builtins()))
 def test_every_builtin_passes_both_checks(name, demo_panel, goog_panel):
     for panel in (demo_panel, goog_panel):
         if pt.strategies.get(name).portfolio_level and panel.n_symbols == 1:
@@ -97,3 +99,14 @@ def test_the_command_exits_0_for_a_clean_strategy_and_2_for_an_unknown_one(demo_
     assert ok.stdout.startswith("sma_cross {'fast': 5, 'slow': 30}: no lookahead (12 cut points, 3 later starts")
     bad = run_cli("lookahead", "sma_crosss", "--set", f"data_dir={tmp_path}", "--store", str(demo_store))
     assert bad.returncode == 2 and "unknown strategy" in bad.stderr and "sma_cross" in bad.stderr
+
+
+def test_pitools_strategies_lists_each_with_its_space_and_where_its_kernel_is_written():
+    out = run_cli("strategies")
+    assert out.returncode == 0, out.stderr
+    source = (Path(__file__).resolve().parents[1] / "pitools" / "kernels" / "signals.py").read_text().splitlines()
+    for name in pt.strategies.names():
+        line = next(i for i, text in enumerate(source, 1) if text.startswith(f"def {name}_nb("))
+        assert f"pitools/kernels/signals.py:{line}" in out.stdout, name
+        assert name in out.stdout and pt.strategies.get(name).doc in out.stdout
+    assert "fast 2..100 (10), slow 5..400 (30)" in out.stdout

@@ -108,6 +108,21 @@ class Strategy:
 
         return getattr(signals, self.kernel)
 
+    def defined_at(self) -> str:
+        """Where the strategy's signal kernel is written, ``path:line`` (relative to the
+        project when it is inside it), for ``pitools strategies``."""
+        import inspect
+        from pathlib import Path
+
+        from pitools.config import project_root
+
+        func = getattr(self.kernel_nb(), "py_func", self.kernel_nb())  # the Python source of a numba kernel
+        path = Path(inspect.getsourcefile(func)).resolve()
+        lines, first = inspect.getsourcelines(func)  # from its first decorator: name the `def` line
+        line = first + next(i for i, text in enumerate(lines) if text.lstrip().startswith("def "))
+        root = project_root().resolve()
+        return f"{path.relative_to(root) if path.is_relative_to(root) else path}:{line}"
+
     @property
     def builtin_id(self) -> int | None:
         """The number of a built-in signal kernel (cached by numba once for all), else None."""
