@@ -21,8 +21,10 @@ def doctest_home(tmp_path_factory):
     import pitools as pt
 
     home = tmp_path_factory.mktemp("doctest-home")
-    pt.make_demo_store(home / "data" / "store", n_symbols=8, years=3, seed=7, end=END)
-    return home
+    store = home / "data" / "store"
+    pt.make_demo_store(store, n_symbols=8, years=3, seed=7, end=END)
+    return home, {"panel": pt.load_panel(store), "vix": pt.load_series(store, "^VIX"),
+                  "spx": pt.load_series(store, "^GSPC")}
 
 
 @pytest.fixture(autouse=True)
@@ -37,9 +39,9 @@ def _doctest_in_home(request, doctest_namespace):
 
     here = request.getfixturevalue("tmp_path")  # what an example writes stays its own
     (here / "data").mkdir()
-    (here / "data" / "store").symlink_to(request.getfixturevalue("doctest_home") / "data" / "store")
+    home, loaded = request.getfixturevalue("doctest_home")
+    (here / "data" / "store").symlink_to(home / "data" / "store")
     request.getfixturevalue("monkeypatch").chdir(here)
     store = "data/store"
-    doctest_namespace.update(pt=pt, np=np, pd=pd, store=store, panel=pt.load_panel(store),
-                             vix=pt.load_series(store, "^VIX"), spx=pt.load_series(store, "^GSPC"))
+    doctest_namespace.update(pt=pt, np=np, pd=pd, store=store, **loaded)
     yield

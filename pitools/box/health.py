@@ -77,7 +77,6 @@ def missed_sessions(last_bar, now: datetime | None = None) -> tuple[int, object]
 
 
 def _data(store_dir: Path, night, allowed_missed: int) -> Check:
-
     if not Store.exists(store_dir):
         return Check("data", FAIL, f"no bar store at {store_dir}: run `pitools demo-data` or `pitools ingest`")
     try:
@@ -95,7 +94,6 @@ def _data(store_dir: Path, night, allowed_missed: int) -> Check:
 
 
 def _store(store_dir: Path) -> Check | None:
-
     if not Store.exists(store_dir):
         return None  # the data check says so
     try:
@@ -141,17 +139,16 @@ def _disk(path: Path, min_free_mb: float) -> Check:
 
 
 def _memory(profile: Profile, store_dir: Path) -> Check:
-
     budget = profile.memory_budget_mb
     avail = available_bytes()
     avail_mb = avail / 2**20 if avail is not None else None
     if not Store.exists(store_dir):
         return Check("memory", WARN, f"no store to estimate the universe from; budget {budget} MB")
     try:
-        Store.open(store_dir)
+        store = Store.open(store_dir)
     except PitoolsError:
         return Check("memory", WARN, f"the store is damaged: no universe to estimate; budget {budget} MB")
-    universe = profile_universe(profile, store_dir)
+    universe = profile_universe(profile, store)
     est = universe.estimate()
     need_mb = est.peak_bytes / 2**20
     detail = (f"the universe ({len(universe.symbols)} symbols x {profile.max_years} y) needs ~{need_mb:,.0f} MB to load, "

@@ -74,8 +74,26 @@ class _Run:
 
     def universe_targets(self) -> np.ndarray:
         """Targets of a portfolio-level strategy for every symbol (bars × symbols)."""
-        return self.strategy.signal_kernel()(np.asfortranarray(self.panel.close, dtype=np.float64),
-                                             self.param_array)
+        return universe_targets(self.strategy, self.panel, self.param_array)
+
+
+def universe_targets(strategy, panel: Panel, values: np.ndarray) -> np.ndarray:
+    """Targets (bars × symbols) of the portfolio-level `strategy` with parameter `values`."""
+    return strategy.signal_kernel()(np.asfortranarray(panel.close, dtype=np.float64), values)
+
+
+def symbol_signals(strategy, panel: Panel, values: np.ndarray):
+    """Per symbol ``(j, (open, high, low, close), target, trail)``: the bars as the kernels take
+    them and the signal kernel's output (a portfolio-level strategy: its column of the universe's
+    targets, no trail)."""
+    targets = universe_targets(strategy, panel, values) if strategy.portfolio_level else None
+    kernel = None if strategy.portfolio_level else strategy.signal_kernel()
+    for j in range(panel.n_symbols):
+        bars = tuple(np.ascontiguousarray(a[:, j]) for a in (panel.open, panel.high, panel.low, panel.close))
+        if targets is not None:
+            yield j, bars, np.ascontiguousarray(targets[:, j]), np.empty(0)
+        else:
+            yield (j, bars, *kernel(*bars, values))
 
 
 def _stats(run: _Run, per_symbol: bool = True):
@@ -104,14 +122,7 @@ def _curves(run: _Run):
     curves = np.full((p.n_bars, p.n_symbols), np.nan)
     next_positions = np.full(p.n_symbols, np.nan)
     trade_lists = []
-    targets = run.universe_targets() if run.strategy.portfolio_level else None
-    kernel = run.strategy.signal_kernel()
-    for j in range(p.n_symbols):
-        o, h, lo, c = (np.ascontiguousarray(a[:, j]) for a in (p.open, p.high, p.low, p.close))
-        if targets is not None:
-            target, trail = np.ascontiguousarray(targets[:, j]), np.empty(0)
-        else:
-            target, trail = kernel(o, h, lo, c, run.param_array)
+    for j, (o, h, lo, c), target, trail in symbol_signals(run.strategy, p, run.param_array):
         curves[:, j], _, trades, next_positions[j] = simulate_curves_nb(o, h, lo, c, target, trail,
                                                                         *run.settings())
         trade_lists.append((j, trades))

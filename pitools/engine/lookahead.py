@@ -32,6 +32,7 @@ import numpy as np
 
 from pitools.data.panel import Panel
 from pitools.engine import strategies as _strategies
+from pitools.engine.backtest import symbol_signals
 from pitools.errors import DataError, check_int
 
 __all__ = ["check_lookahead", "LookaheadReport", "Offence", "strategy_targets"]
@@ -47,8 +48,8 @@ def strategy_targets(strategy, panel: Panel, params: dict | None = None, start: 
     form of a strategy: numpy or pandas over the whole panel), called on that window only.
     """
     window = slice(start, stop)
+    part = Panel(panel.dates[window], panel.symbols, {f: panel.field(f)[window] for f in panel.fields})
     if callable(strategy):
-        part = Panel(panel.dates[window], panel.symbols, {f: panel.field(f)[window] for f in panel.fields})
         out = np.asarray(strategy(part, dict(params or {})), dtype=np.float64)
         if out.shape != part.shape:
             raise DataError(f"strategy {_name(strategy)!r} returned targets of shape {out.shape}, expected "
@@ -56,15 +57,9 @@ def strategy_targets(strategy, panel: Panel, params: dict | None = None, start: 
         return out
     spec = _strategies.get(strategy)
     values = np.array(list(spec.validate(params).values()), dtype=np.float64)
-    if spec.portfolio_level:
-        close = np.asfortranarray(panel.close[window], dtype=np.float64)
-        return np.asarray(spec.signal_kernel()(close, values), dtype=np.float64)
-    kernel = spec.signal_kernel()
-    arrays = [panel.field(f)[window] for f in ("open", "high", "low", "close")]
-    out = np.empty(arrays[3].shape, dtype=np.float64)
-    for j in range(out.shape[1]):
-        o, h, lo, c = (np.ascontiguousarray(a[:, j], dtype=np.float64) for a in arrays)
-        out[:, j] = kernel(o, h, lo, c, values)[0]
+    out = np.empty(part.shape, dtype=np.float64)
+    for j, _, target, _ in symbol_signals(spec, part, values):  # the targets the backtest trades
+        out[:, j] = target
     return out
 
 

@@ -16,10 +16,13 @@ strategy can also be gated by the market regime (the ``regime_filter`` argument 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+from pitools.config import project_root
 from pitools.errors import DataError, did_you_mean
 
 __all__ = ["Param", "Strategy", "register", "get", "names", "REGISTRY", "typed_params", "format_value",
@@ -111,11 +114,6 @@ class Strategy:
     def defined_at(self) -> str:
         """Where the strategy's signal kernel is written, ``path:line`` (relative to the
         project when it is inside it), for ``pitools strategies``."""
-        import inspect
-        from pathlib import Path
-
-        from pitools.config import project_root
-
         func = getattr(self.kernel_nb(), "py_func", self.kernel_nb())  # the Python source of a numba kernel
         path = Path(inspect.getsourcefile(func)).resolve()
         lines, first = inspect.getsourcelines(func)  # from its first decorator: name the `def` line

@@ -107,7 +107,6 @@ class EvolveReport:
     notes: list = field(default_factory=list)  # what bounded the search tonight (a small universe …)
 
     def to_text(self) -> str:
-
         lb = self.leaderboard.copy()
         lb["params"] = [_strategies.format_params(p, name) for p, name in zip(lb["params"], lb["strategy"])]
         cols = ["strategy", "fitness", "is_sharpe", "oos_sharpe", "oos_max_drawdown", "trades_per_year",

@@ -72,7 +72,6 @@ class SearchConfig:
 
 
 def _number(where: str, value, kind: str = "float") -> float:
-
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{where} = {short_repr(value)} must be a number")
     try:

@@ -280,7 +280,6 @@ def _save_progress(rec: RunRecord, outputs: Path) -> None:
 
 
 def _finish_db_run(db_path: Path, rec: RunRecord) -> None:
-
     if rec.run_id is None:
         return
     with open_trades_db(db_path) as db:

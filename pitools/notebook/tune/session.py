@@ -172,7 +172,6 @@ class TuneSession:
 
     @staticmethod
     def _load(source, prof) -> Panel:
-
         if isinstance(source, Panel):
             return source
         store = source if isinstance(source, Store) else Store.open(source)
